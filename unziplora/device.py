@@ -1,0 +1,103 @@
+"""Device and precision resolution.
+
+``auto`` picks CUDA, then Apple MPS, then CPU. Precision ``auto`` picks bf16 on a GPU that
+supports it, else fp16 on a GPU, and fp32 on CPU. An explicit request that this machine cannot
+meet (``cuda`` without CUDA, ``bf16`` on a GPU without bf16, ``fp16`` on CPU) is an error, not a
+silent fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from unziplora.errors import DeviceError
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and in which dtype the frozen model runs."""
+
+    device: str  # e.g. "cpu", "cuda", "cuda:1", "mps"
+    precision: str  # "fp32" | "fp16" | "bf16"
+
+    @property
+    def dtype(self) -> Any:
+        import torch
+
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+
+    @property
+    def is_gpu(self) -> bool:
+        return not self.device.startswith("cpu")
+
+
+def _mps_available(torch: Any) -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(request: str = "auto") -> str:
+    """Turn ``auto``/``cpu``/``cuda[:N]``/``mps`` into a device this machine has."""
+    import torch
+
+    request = (request or "auto").strip().lower()
+    if request == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if _mps_available(torch):
+            return "mps"
+        return "cpu"
+    if request == "cpu":
+        return "cpu"
+    if request.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device '{request}' was requested but CUDA is not available here; use --device cpu or auto.")
+        if ":" in request:
+            index_text = request.split(":", 1)[1]
+            if not index_text.isdigit():
+                raise DeviceError(f"device '{request}' is not a valid CUDA device; write cuda or cuda:N.")
+            if int(index_text) >= torch.cuda.device_count():
+                raise DeviceError(
+                    f"device '{request}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)."
+                )
+        return request
+    if request == "mps":
+        if not _mps_available(torch):
+            raise DeviceError("device 'mps' was requested but Apple MPS is not available here; use --device cpu or auto.")
+        return "mps"
+    raise DeviceError(f"unknown device '{request}': use auto, cpu, cuda, cuda:N or mps.")
+
+
+def resolve_precision(device: str, request: str = "auto") -> str:
+    """Pick the compute precision for ``device``; refuse explicit requests it cannot run."""
+    import torch
+
+    request = (request or "auto").strip().lower()
+    if request not in PRECISIONS:
+        raise DeviceError(f"unknown precision '{request}': use {', '.join(PRECISIONS)}.")
+    on_cuda = device.startswith("cuda")
+    bf16_ok = on_cuda and torch.cuda.is_bf16_supported()
+    if request == "auto":
+        if device == "cpu":
+            return "fp32"
+        if bf16_ok:
+            return "bf16"
+        return "fp16"
+    if request == "fp32":
+        return "fp32"
+    if device == "cpu":
+        raise DeviceError(
+            f"precision {request} is not supported for training and generation on CPU here; use --precision fp32 (or auto)."
+        )
+    if request == "bf16" and on_cuda and not bf16_ok:
+        raise DeviceError("this GPU does not support bf16; use --precision fp16 (or auto).")
+    return request
+
+
+def resolve_placement(device: str = "auto", precision: str = "auto") -> Placement:
+    """Resolve both at once."""
+    dev = resolve_device(device)
+    return Placement(device=dev, precision=resolve_precision(dev, precision))
