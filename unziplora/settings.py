@@ -128,8 +128,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
                 continue
             if key not in allowed:
                 known = ", ".join(sorted(prefix + k for k in allowed))
+                hint = " (steps, rank and resolution go under [train])" if key in _TRAIN_KEYS else ""
                 raise ConfigError(
-                    f"config file {path}, {where(key)}: unknown setting '{prefix}{key}' (known: {known})."
+                    f"config file {path}, {where(key)}: unknown setting '{prefix}{key}'{hint}; known: {known}."
                 )
             expected = allowed[key]
             if not isinstance(value, expected) or isinstance(value, bool):

@@ -1,0 +1,103 @@
+"""What ``unzip doctor`` checks: packages, device, config, registry, base model.
+
+Each check is a :class:`Check` with a status of ``ok``, ``warn`` or ``fail``; ``fail`` means
+something required is missing and the command exits 1. Other modules may contribute checks
+through :data:`EXTRA_CHECKS` (the registry adds one for damaged entries).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+from unziplora import __version__
+from unziplora.errors import UnZipLoRAError
+from unziplora.settings import Settings
+
+REQUIRED_PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "typer", "rich", "platformdirs", "pillow", "numpy")
+OPTIONAL_PACKAGES = ("bitsandbytes",)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # "ok" | "warn" | "fail"
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+EXTRA_CHECKS: list[Callable[[Settings], list[Check]]] = []
+
+
+def package_checks() -> list[Check]:
+    checks = [Check("python", "ok", f"{platform.python_version()} ({sys.executable})"), Check("unziplora", "ok", __version__)]
+    for name in REQUIRED_PACKAGES:
+        try:
+            checks.append(Check(name, "ok", metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            checks.append(Check(name, "fail", f"not installed; run: pip install {name}"))
+    for name in OPTIONAL_PACKAGES:
+        try:
+            checks.append(Check(name, "ok", metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            checks.append(Check(name, "ok", "not installed (optional: pip install 'unziplora[8bit]' for --optimizer adamw8bit)"))
+    return checks
+
+
+def device_check(settings: Settings) -> Check:
+    try:
+        from unziplora.device import resolve_placement
+
+        placement = resolve_placement(settings.device, settings.precision)
+    except UnZipLoRAError as exc:
+        return Check("device", "fail", str(exc))
+    except ImportError as exc:
+        return Check("device", "fail", f"torch cannot be imported: {exc}")
+    return Check("device", "ok", f"{placement.device}, {placement.precision} (requested {settings.device}/{settings.precision})")
+
+
+def registry_check(registry: Path) -> Check:
+    probe_dir = registry
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".unziplora-probe-"):
+            pass
+    except OSError as exc:
+        return Check("registry", "fail", f"{registry} is not writable ({exc.strerror}); pass --registry or set UNZIPLORA_HOME")
+    state = "exists" if registry.exists() else "will be created"
+    return Check("registry", "ok", f"{registry} (writable, {state})")
+
+
+def base_check(settings: Settings) -> Check:
+    from unziplora.base_model import availability, parse_base
+
+    try:
+        spec = parse_base(settings.base_model)
+    except UnZipLoRAError as exc:
+        return Check("base model", "fail", str(exc))
+    ok, detail = availability(spec)
+    return Check("base model", "ok" if ok else "fail", f"{spec.ref}: {detail}")
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    """Every check, in display order."""
+    checks = package_checks()
+    checks.append(device_check(settings))
+    config_state = "exists" if settings.config_path.exists() else "not present (defaults in use)"
+    checks.append(Check("config", "ok", f"{settings.config_path} ({config_state})"))
+    checks.append(registry_check(settings.registry))
+    for extra in EXTRA_CHECKS:
+        checks.extend(extra(settings))
+    checks.append(base_check(settings))
+    if os.environ.get("HF_HUB_OFFLINE"):
+        checks.append(Check("network", "ok", "HF_HUB_OFFLINE is set: models load only from the local cache"))
+    return checks

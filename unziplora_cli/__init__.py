@@ -1,0 +1,1 @@
+"""The ``unzip`` / ``unziplora`` command line: a thin Typer layer over the ``unziplora`` library."""

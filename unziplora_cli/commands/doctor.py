@@ -1,0 +1,43 @@
+"""``unzip doctor``: is this machine ready, and where do things live."""
+
+from __future__ import annotations
+
+import typer
+
+from unziplora_cli._frame import JsonOpt, RegistryOpt, epilog, run_options
+from unziplora_cli._output import emit_json, stdout_console
+
+MARK = {"ok": "ok", "warn": "warn", "fail": "FAIL"}
+
+
+def doctor(ctx: typer.Context, registry: RegistryOpt = None, json: JsonOpt = False) -> None:
+    """Check versions, device and precision, config, registry and base model. Exit 1 if something required is missing."""
+    from unziplora.diagnostics import Check, run_checks
+    from unziplora.errors import ConfigError
+    from unziplora.settings import load_settings
+
+    opts = run_options(ctx, registry=registry, json=json)
+    try:
+        settings = load_settings(registry=opts.registry)
+        checks = run_checks(settings)
+    except ConfigError as exc:
+        checks = [Check("config", "fail", str(exc))]
+    failed = any(c.status == "fail" for c in checks)
+    if opts.json:
+        emit_json({"ok": not failed, "checks": [c.to_dict() for c in checks]})
+    else:
+        from rich.table import Table
+
+        table = Table(show_header=False, box=None, pad_edge=False)
+        for check in checks:
+            table.add_row(check.name, MARK[check.status], check.detail)
+        stdout_console().print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "doctor",
+        epilog=epilog("unzip doctor", "UNZIPLORA_BASE_MODEL=tiny-sdxl unzip doctor --json"),
+    )(doctor)
