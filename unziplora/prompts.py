@@ -18,9 +18,9 @@ the style words (the template adds it). This module is light: no torch.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from unziplora.errors import PromptError
