@@ -1,0 +1,145 @@
+"""Writing and reading LoRA safetensors files safely.
+
+Why: an export must never leave a half-written file under the name a user (or A1111's folder
+scan) will pick up, and must never silently overwrite an existing file. So writes go to
+``<dest>.<uuid8>.tmp`` in the same folder, are fsync'ed, then linked (no overwrite) or replaced
+(``force=True``) into place — the huggingface_hub habit (STYLE.md habit 11). Reads use
+``safe_open`` only, so no pickle is ever executed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from unziplora.errors import ExportError, ImportFormatError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename itself; best effort (not every platform can open a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_safetensors(
+    dest: str | os.PathLike[str],
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str] | None = None,
+    *,
+    force: bool = False,
+) -> Path:
+    """Atomically write ``tensors`` (+ header ``metadata``) to ``dest``.
+
+    Args:
+        dest: target file; its parent folder is created if missing.
+        tensors: name -> tensor; moved to CPU and made contiguous.
+        metadata: header ``__metadata__``; every value must be a string (safetensors' rule).
+        force: replace an existing file instead of refusing.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ExportError: ``dest`` exists (and not ``force``), is a folder, or cannot be written.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(dest)
+    if path.is_dir():
+        raise ExportError(f"{path} is a folder; give a file name ending in .safetensors.")
+    if path.exists() and not force:
+        raise ExportError(f"{path} already exists; pass --force to overwrite it.")
+    meta = dict(metadata or {})
+    bad = [k for k, v in meta.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"safetensors metadata values must be strings; not so for {bad[:3]}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create folder {path.parent}: {exc.strerror or exc}.") from None
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                # A hard link fails if the name appeared meanwhile, so a concurrent writer is never clobbered.
+                os.link(tmp, path)
+            except FileExistsError:
+                raise ExportError(f"{path} already exists; pass --force to overwrite it.") from None
+            except OSError:
+                # Filesystems without hard links: fall back to the (checked above) replace.
+                os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        if isinstance(exc, ExportError):
+            raise
+        raise ExportError(f"cannot write {path}: {exc.strerror or exc}.") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read every tensor and the header metadata of a safetensors file (CPU, no pickle).
+
+    Raises:
+        ImportFormatError: the file is missing or is not a readable safetensors file.
+    """
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise ImportFormatError(f"{p} does not exist or is not a file.")
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as fh:
+            metadata = dict(fh.metadata() or {})
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises its own SafetensorError and OSError
+        raise ImportFormatError(f"{p} is not a readable safetensors file ({str(exc).splitlines()[0]}).") from None
+    return tensors, metadata
+
+
+def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Header metadata only, parsed without torch, so `show`-like commands stay fast.
+
+    Raises:
+        ImportFormatError: the file is missing or its header is not safetensors.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) != 8:
+                raise ValueError("file shorter than a safetensors header")
+            (n,) = struct.unpack("<Q", raw)
+            if n > 100 * 1024 * 1024:
+                raise ValueError("header length is implausible")
+            header = json.loads(fh.read(n))
+    except FileNotFoundError:
+        raise ImportFormatError(f"{p} does not exist.") from None
+    except (OSError, ValueError) as exc:
+        raise ImportFormatError(f"{p} is not a safetensors file ({exc}).") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in (meta or {}).items()}
