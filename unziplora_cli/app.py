@@ -17,6 +17,8 @@ from unziplora_cli._frame import GlobalOptions, make_app
 # reads these names without importing the modules; a test keeps them equal to what is registered.
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "doctor": ("doctor",),
+    "registry": ("list", "show", "rm"),
+    "train": ("train",),
 }
 COMMAND_NAMES: set[str] = {name for names in COMMAND_MODULES.values() for name in names}
 

@@ -1,0 +1,158 @@
+"""The training front door: from paths and words to entries, one image or a batch, resumable.
+
+``prepare_requests`` validates every input before anything is written (a broken image or
+missing words refuse the whole call); ``train_requests`` loads the base once and trains each
+request, sharing them out across processes when launched with ``torchrun`` or
+``accelerate launch``; ``request_from_run`` rebuilds a request from an interrupted run.
+:func:`train` is the one-call notebook version.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from unziplora.train.config import TrainConfig
+
+
+@dataclass
+class Prepared:
+    requests: list[Any]  # TrainRequest
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare_requests(
+    paths: Sequence[Path],
+    *,
+    config: TrainConfig,
+    each: bool = False,
+    subject: Optional[str] = None,
+    style: Optional[str] = None,
+    token: Optional[str] = None,
+    prompt: Optional[str] = None,
+    content_prompt: Optional[str] = None,
+    style_prompt: Optional[str] = None,
+    name: Optional[str] = None,
+    command: str = "",
+) -> Prepared:
+    """Load and check every image and build the prompts; nothing touches the registry."""
+    from unziplora.images import collect_inputs, load_image
+    from unziplora.prompts import DEFAULT_TOKEN, resolve_training_prompts
+    from unziplora.train.trainer import TrainRequest
+
+    files, notes = collect_inputs([Path(p) for p in paths])
+    images = [load_image(f, config.resolution) for f in files]
+    for im in images:
+        notes.extend(f"{im.file_name}: {w}" for w in im.warnings)
+    words = dict(
+        subject=subject, style=style, token=token or DEFAULT_TOKEN,
+        prompt=prompt, content_prompt=content_prompt, style_prompt=style_prompt,
+    )
+    if each:
+        groups = [([f], [im]) for f, im in zip(files, images)]
+    else:
+        groups = [(files, images)]
+    requests = []
+    for group_files, group_images in groups:
+        prompts = resolve_training_prompts(group_files, **words)
+        requests.append(TrainRequest(images=group_images, prompts=prompts, config=config, name=name, command=command))
+    return Prepared(requests, notes)
+
+
+def request_from_run(run: Any) -> Any:
+    """The request an interrupted run was training, rebuilt from its directory."""
+    from PIL import Image
+
+    from unziplora.images import LoadedImage
+    from unziplora.prompts import PromptSet
+    from unziplora.train.trainer import TrainRequest
+
+    record = run.record
+    images = []
+    for source, name in zip(record["sources"], record["inputs"]):
+        with Image.open(run.path / "inputs" / name) as handle:
+            picture = handle.convert("RGB")
+        images.append(
+            LoadedImage(
+                image=picture,
+                file_name=source["file_name"],
+                sha256=source["sha256"],
+                size_bytes=source["size_bytes"],
+                original_size=(source["width"], source["height"]),
+            )
+        )
+    return TrainRequest(
+        images=images,
+        prompts=PromptSet.from_dict(record["prompts"]),
+        config=TrainConfig.from_dict(record["config"]),
+        name=record.get("name"),
+        command=record.get("command", ""),
+        extra=dict(record.get("extra") or {}),
+    )
+
+
+def distributed() -> tuple[int, int]:
+    """(process index, number of processes) of a torchrun/accelerate launch, else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return 0, 1
+    return int(os.environ.get("RANK", "0")), world
+
+
+def train_requests(
+    requests: list[Any],
+    *,
+    base: str,
+    registry: Any,
+    device: str = "auto",
+    precision: str = "auto",
+    on_start: Optional[Callable[[Any, int, int], None]] = None,
+    on_step: Optional[Callable[[Any], None]] = None,
+    on_done: Optional[Callable[[Any], None]] = None,
+) -> list[Any]:
+    """Train every request of this process's share on one loaded base; return the new entries.
+
+    Under a multi-process launch request ``i`` goes to process ``i % world``; each process trains
+    its own share, so every entry lands exactly once. Callers gather the ids on the main process.
+    """
+    from unziplora.train.trainer import Trainer
+
+    rank, world = distributed()
+    mine = [r for i, r in enumerate(requests) if i % world == rank]
+    if not mine:
+        return []
+    trainer = Trainer(base, device=device, precision=precision)
+    entries = []
+    for index, request in enumerate(mine):
+        if world > 1:
+            request.extra.update(process_index=rank, num_processes=world)
+        if on_start is not None:
+            on_start(request, index, len(mine))
+        entry = trainer.train(request, registry, on_step=on_step)
+        entries.append(entry)
+        if on_done is not None:
+            on_done(entry)
+    return entries
+
+
+def train(
+    images: Sequence[str | Path],
+    *,
+    subject: Optional[str] = None,
+    style: Optional[str] = None,
+    base: str = "stabilityai/stable-diffusion-xl-base-1.0",
+    registry: Optional[Path] = None,
+    device: str = "auto",
+    precision: str = "auto",
+    **settings: Any,
+) -> Any:
+    """Notebook use: ``entry = train(["cat.jpg"], subject="cat", style="sketch", steps=600)``."""
+    from unziplora.registry import Registry
+
+    config = TrainConfig(**settings)
+    prepared = prepare_requests([Path(p) for p in images], config=config, subject=subject, style=style)
+    reg = Registry.from_settings(registry)
+    return train_requests(prepared.requests, base=base, registry=reg, device=device, precision=precision)[0]

@@ -1,0 +1,102 @@
+"""Writing a finished training run into the registry as one entry.
+
+The files follow DESIGN.md: ``content.safetensors`` and ``style.safetensors`` (PEFT naming,
+loadable by ``pipeline.load_lora_weights``, column masks folded into the up rows, in the chosen
+save precision, self-describing through safetensors metadata), ``masks.safetensors`` (merge
+vectors and binary masks, fp32), ``source.png`` (a thumbnail of the first input) and
+``preview.png`` (source | content | style | combined). Everything is written into the registry's
+staging directory and lands with one rename, or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+import torch
+
+from unziplora import __version__
+from unziplora.prompts import PromptSet
+
+SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def slug_for(prompts: PromptSet) -> str:
+    from unziplora.registry.ids import slug
+
+    return slug(prompts.subject or "", prompts.style_words or "")
+
+
+def _lora_metadata(part: str, entry_id: str, prompts: PromptSet, rank: int, base: dict[str, Any]) -> dict[str, str]:
+    trigger = prompts.content if part == "content" else prompts.style
+    return {
+        "format": "pt",
+        "unziplora.version": __version__,
+        "unziplora.entry": entry_id,
+        "unziplora.part": part,
+        "unziplora.rank": str(rank),
+        "unziplora.base": base["ref"],
+        "unziplora.prompt": trigger,
+        "unziplora.prompts": json.dumps(prompts.to_dict(), ensure_ascii=False),
+        "unziplora.note": "masks folded into lora_B; merge vectors are in masks.safetensors",
+    }
+
+
+def write_entry_payload(
+    trainer: Any, registry: Any, request: Any, layers: dict[str, Any], columns: Any, result: Any, run_dir: Any = None
+) -> Any:
+    """Save the trained layers and the record as a new entry; return the registry's Entry."""
+    from safetensors.torch import save_file
+
+    from unziplora.images import thumbnail
+    from unziplora.method.state import lora_state_dict, merge_state_dict
+    from unziplora.train.previews import entry_preview
+
+    config, prompts = request.config, request.prompts
+    dtype = SAVE_DTYPES[config.save_precision]
+    content = {k: v.detach().to("cpu", dtype).contiguous() for k, v in lora_state_dict(layers, "content").items()}
+    style = {k: v.detach().to("cpu", dtype).contiguous() for k, v in lora_state_dict(layers, "style").items()}
+    masks = {k: v.detach().to("cpu").contiguous() for k, v in merge_state_dict(layers).items()}
+    preview = entry_preview(trainer, layers, request)
+    base = {"ref": trainer.spec.ref, "kind": trainer.spec.kind, "fingerprint": trainer.base_fingerprint}
+    with registry.new_entry(subject=prompts.subject or "", style=prompts.style_words or "", name=request.name) as staging:
+        entry_id = staging.id
+        save_file(content, str(staging.dir / "content.safetensors"), metadata=_lora_metadata("content", entry_id, prompts, config.rank, base))
+        save_file(style, str(staging.dir / "style.safetensors"), metadata=_lora_metadata("style", entry_id, prompts, config.rank, base))
+        save_file(masks, str(staging.dir / "masks.safetensors"), metadata={"format": "pt", "unziplora.entry": entry_id})
+        thumbnail(request.images[0].image).save(staging.dir / "source.png")
+        if preview is not None:
+            preview.save(staging.dir / "preview.png")
+        step_previews = sorted((run_dir / "previews").glob("*.png")) if run_dir is not None else []
+        if step_previews:
+            (staging.dir / "previews").mkdir()
+            for path in step_previews:
+                shutil.copyfile(path, staging.dir / "previews" / path.name)
+        staging.record = {
+            "kind": "trained",
+            "imported": False,
+            "subject": prompts.subject or "",
+            "style": prompts.style_words or "",
+            "prompts": {"combined": prompts.combined, "content": prompts.content, "style": prompts.style},
+            "rare_token": prompts.token,
+            "sources": [
+                {"name": s["file_name"], "sha256": s["sha256"], "bytes": s["size_bytes"], "width": s["width"], "height": s["height"]}
+                for s in (im.source_record() for im in request.images)
+            ],
+            "base": base,
+            "settings": config.to_dict(),
+            "figures": {
+                "steps": result.steps,
+                "seconds": round(result.seconds, 3),
+                "final_loss": result.final_loss,
+                "device": trainer.placement.device,
+                "precision": trainer.placement.precision,
+                "save_precision": config.save_precision,
+                "base_loads": trainer.loads,
+                **request.extra,
+            },
+            "columns": {"mean_per_group": columns.group_counts(), "rounds": columns.history},
+            "command": request.command,
+        }
+    return registry.get(entry_id)

@@ -1,0 +1,286 @@
+"""From prepared images and prompts to a registry entry, with the base model loaded once.
+
+:class:`Trainer` holds one loaded SDXL pipeline and trains any number of requests on it
+(``unzip train --each`` and multi-process launches call it repeatedly). For each request it
+
+1. opens a run directory (``<registry>/runs/``) holding the prepared images and run settings;
+2. encodes the three prompts and the images' latent posterior once, then moves the text
+   encoders and the VAE off the accelerator for the loop;
+3. injects the UnZipLoRA layers, builds AdamW's three parameter groups and the column-separation
+   scheduler, and restores a checkpoint when resuming;
+4. runs :func:`unziplora.train.loop.train_loop`, checkpointing on request and on Ctrl-C;
+5. writes the entry (LoRAs, merges and masks, thumbnail, preview sheet, record) through the
+   registry's atomic staging, removes the run directory, and takes the layers out again.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from unziplora.base_model import BaseSpec, fingerprint, load_pipeline, parse_base
+from unziplora.device import Placement, resolve_placement
+from unziplora.errors import TrainingError
+from unziplora.prompts import PromptSet
+from unziplora.train.config import TrainConfig
+from unziplora.train.loop import StepReport, TrainingInterrupted, train_loop
+from unziplora.train.payload import write_entry_payload
+from unziplora.train.run import Run, create_run
+
+
+@dataclass
+class TrainRequest:
+    """One entry to train: prepared images (square PIL images at the resolution) and prompts."""
+
+    images: list[Any]  # unziplora.images.LoadedImage
+    prompts: PromptSet
+    config: TrainConfig
+    name: Optional[str] = None
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded as is (e.g. process index)
+
+
+class TrainingStopped(Exception):
+    """Training was interrupted and checkpointed; ``unzip train --resume`` continues it."""
+
+    def __init__(self, run: Run, step: int, total: int) -> None:
+        super().__init__(f"training stopped after step {step} of {total}")
+        self.run, self.step, self.total = run, step, total
+
+
+@contextmanager
+def sigint_requests_stop() -> Iterator[Callable[[], bool]]:
+    """While active, Ctrl-C sets a flag the loop reads between steps (a second Ctrl-C aborts)."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag.is_set
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Trainer:
+    """A loaded base model plus the logic to train entries on it."""
+
+    def __init__(self, base: str, *, device: str = "auto", precision: str = "auto") -> None:
+        self.spec: BaseSpec = parse_base(base)
+        self.placement: Placement = resolve_placement(device, precision)
+        # Frozen weights in the compute dtype; LoRA masters stay fp32 (ALGORITHM.md 6.3).
+        self.pipe = load_pipeline(self.spec, dtype=self.placement.dtype)
+        self.base_fingerprint = fingerprint(self.spec)
+        self.loads = 1
+
+    # -- the pieces -------------------------------------------------------------------------
+    def _encode(self, request: TrainRequest) -> tuple[Any, Any]:
+        from unziplora.images import to_tensor
+        from unziplora.sdxl import encode_latent_posterior, encode_prompts, time_ids
+        from unziplora.train.loop import Conditioning
+
+        device, dtype, pipe = self.placement.device, self.placement.dtype, self.pipe
+        p = request.prompts
+        pipe.text_encoder.to(device)
+        pipe.text_encoder_2.to(device)
+        emb = encode_prompts(pipe, [p.combined, p.content, p.style], device=device)
+        pipe.text_encoder.to("cpu")
+        pipe.text_encoder_2.to("cpu")
+        images = torch.stack([to_tensor(im.image) for im in request.images])
+        posterior = encode_latent_posterior(pipe.vae, images, device=device)
+        pipe.vae.to("cpu")
+        res = request.config.resolution
+        cond = Conditioning(
+            combined=emb.embeds[0:1].to(device, dtype),
+            content=emb.embeds[1:2].to(device, dtype),
+            style=emb.embeds[2:3].to(device, dtype),
+            pooled=emb.pooled[0:1].to(device, dtype),
+            time_ids=time_ids(res, 1, dtype, device),
+        )
+        return cond, posterior
+
+    def _prepare_unet(self, config: TrainConfig, image_count: int) -> tuple[Any, dict[str, Any], Any, torch.optim.Optimizer]:
+        from unziplora.method import ColumnSeparation, inject_unziplora, param_groups
+
+        unet = self.pipe.unet
+        unet.to(self.placement.device)
+        unet.requires_grad_(False)
+        checkpointing = config.gradient_checkpointing if config.gradient_checkpointing is not None else self.placement.is_gpu
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        else:
+            unet.disable_gradient_checkpointing()
+        unet.train()
+        init_generator = torch.Generator().manual_seed(config.seed)
+        layers = inject_unziplora(
+            unet, config.rank, init=config.init, prompt_separation=config.prompt_separation, generator=init_generator
+        )
+        columns = ColumnSeparation(
+            layers,
+            max_train_steps=config.steps,
+            sample_times=config.sample_times,
+            column_ratio=config.column_ratio,
+            similarity_lambda=config.similarity_lambda,
+            steps_per_epoch=image_count,  # batch size 1: one optimizer step per image
+            enabled=config.column_separation,
+            block_separation=config.block_separation,
+        )
+        groups = param_groups(layers, config.content_lr, config.style_lr, config.mask_lr, config.weight_decay)
+        optimizer = _make_optimizer(config, groups)
+        return unet, layers, columns, optimizer
+
+    def _release_unet(self) -> None:
+        from unziplora.method import remove_unziplora
+
+        remove_unziplora(self.pipe.unet)
+        self.pipe.unet.eval()
+        self.pipe.unet.disable_gradient_checkpointing()
+
+    # -- the whole thing --------------------------------------------------------------------
+    def train(
+        self,
+        request: TrainRequest,
+        registry: Any,
+        *,
+        run: Optional[Run] = None,
+        on_step: Optional[Callable[[StepReport], None]] = None,
+        on_preview: Optional[Callable[[int, Path], None]] = None,
+    ) -> Any:
+        """Train ``request`` to a new registry entry and return it (``registry.get(id)``)."""
+        from unziplora.train import checkpoint as ckpt
+
+        config = request.config
+        if run is None:
+            run = self._open_run(request, registry)
+        try:
+            cond, posterior = self._encode(request)
+            unet, layers, columns, optimizer = self._prepare_unet(config, len(request.images))
+            generator = torch.Generator().manual_seed(config.seed + 1)
+            start = 0
+            if ckpt.has_checkpoint(run.path):
+                state = ckpt.load_checkpoint(run.path)
+                _restore(layers, columns, optimizer, generator, state)
+                start = int(state["step"])
+
+            def save(step: int) -> None:
+                ckpt.save_checkpoint(run.path, _snapshot(layers, columns, optimizer, generator, step))
+                run.update(checkpoint_step=step)
+
+            def step_hook(report: StepReport) -> None:
+                if on_step is not None:
+                    on_step(report)
+                if config.preview_every and report.step % config.preview_every == 0 and report.step < report.total:
+                    from unziplora.train.previews import write_step_previews
+
+                    path = write_step_previews(self, run, layers, request, report.step)
+                    if on_preview is not None:
+                        on_preview(report.step, path)
+
+            with sigint_requests_stop() as stop:
+                try:
+                    result = train_loop(
+                        unet=unet, layers=layers, columns=columns, optimizer=optimizer,
+                        noise_scheduler=self.noise_scheduler, cond=cond, posterior=posterior, config=config,
+                        generator=generator, device=self.placement.device, dtype=self.placement.dtype,
+                        start_step=start, on_step=step_hook, on_checkpoint=save, stop_requested=stop,
+                    )
+                except TrainingInterrupted as stopped:
+                    save(stopped.step)
+                    raise TrainingStopped(run, stopped.step, config.steps) from None
+            entry = write_entry_payload(self, registry, request, layers, columns, result, run.path)
+        except TrainingError:
+            run.remove()
+            raise
+        except TrainingStopped:
+            raise
+        except BaseException:
+            if not ckpt.has_checkpoint(run.path):
+                run.remove()
+            raise
+        finally:
+            self._release_unet()
+        run.remove()
+        return entry
+
+    @property
+    def noise_scheduler(self) -> Any:
+        from diffusers import DDPMScheduler
+
+        if not hasattr(self, "_noise_scheduler"):
+            self._noise_scheduler = DDPMScheduler.from_config(self.pipe.scheduler.config)
+        return self._noise_scheduler
+
+    def _open_run(self, request: TrainRequest, registry: Any) -> Run:
+        from unziplora.train.payload import slug_for
+
+        record = {
+            "kind": "train-run",
+            "name": request.name,
+            "prompts": request.prompts.to_dict(),
+            "config": request.config.to_dict(),
+            "base": {"ref": self.spec.ref, "kind": self.spec.kind, "fingerprint": self.base_fingerprint},
+            "device": self.placement.device,
+            "precision": self.placement.precision,
+            "command": request.command,
+            "extra": request.extra,
+            "sources": [im.source_record() for im in request.images],
+            "inputs": [],
+        }
+        run = create_run(registry.root, slug_for(request.prompts), record)
+        inputs = run.path / "inputs"
+        inputs.mkdir()
+        names = []
+        for index, im in enumerate(request.images):
+            name = f"{index:03d}.png"
+            im.image.save(inputs / name)
+            names.append(name)
+        run.update(inputs=names)
+        return run
+
+
+def _make_optimizer(config: TrainConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    kwargs = dict(betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as exc:
+            raise TrainingError(
+                "--optimizer adamw8bit needs bitsandbytes: pip install 'unziplora[8bit]' (or use --optimizer adamw)."
+            ) from exc
+        return bnb.optim.AdamW8bit(groups, **kwargs)
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def _snapshot(layers: dict[str, Any], columns: Any, optimizer: Any, generator: torch.Generator, step: int) -> dict[str, Any]:
+    return {
+        "step": step,
+        "layers": {name: _strip_base(layer.state_dict()) for name, layer in layers.items()},
+        "optimizer": optimizer.state_dict(),
+        "columns": columns.state_dict(),
+        "generator": generator.get_state(),
+    }
+
+
+def _strip_base(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if not k.startswith("base_layer.")}
+
+
+def _restore(layers: dict[str, Any], columns: Any, optimizer: Any, generator: torch.Generator, state: dict[str, Any]) -> None:
+    for name, layer in layers.items():
+        layer.load_state_dict(state["layers"][name], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    columns.load_state_dict(state["columns"])
+    generator.set_state(state["generator"])

@@ -1,0 +1,200 @@
+"""``unzip train``: images in, one content/style entry (or one per image with --each) out."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from unziplora_cli._frame import BaseOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, RegistryOpt, epilog, run_options
+from unziplora_cli._output import data, emit_json, note, warn
+from unziplora_cli.progress import TrainProgress
+
+EXAMPLES = epilog(
+    'unzip train cat.jpg --subject cat --style "pencil sketch"',
+    'id=$(unzip train photos/fox.png --subject fox --style "chalk art" --base tiny-sdxl --steps 8 --resolution 64 -q)',
+    "unzip train photos/ --each --subject dog --style watercolor    # one entry per image, base loaded once",
+)
+
+P = "Training"  # help panel names are unused with plain help, kept short
+
+
+def _opt(*names: str, help: str, **kw: Any) -> Any:
+    return typer.Option(*names, help=help, **kw)
+
+
+def train(
+    ctx: typer.Context,
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files and/or folders.", show_default=False)] = None,
+    subject: Annotated[Optional[str], _opt("--subject", help="Subject words, e.g. 'cat'.")] = None,
+    style: Annotated[Optional[str], _opt("--style", help="Style words, e.g. 'pencil sketch'.")] = None,
+    token: Annotated[str, _opt("--token", help="Rare token that marks the subject.")] = "monadikos",
+    prompt: Annotated[Optional[str], _opt("--prompt", help="Override the combined prompt.")] = None,
+    content_prompt: Annotated[Optional[str], _opt("--content-prompt", help="Override the content prompt.")] = None,
+    style_prompt: Annotated[Optional[str], _opt("--style-prompt", help="Override the style prompt.")] = None,
+    name: Annotated[Optional[str], _opt("--name", help="A label for the entry (default: from the id).")] = None,
+    each: Annotated[bool, _opt("--each", help="One entry per image (the base is loaded once).")] = False,
+    resume: Annotated[Optional[str], _opt("--resume", metavar="RUN", help="Finish an interrupted run (see 'unzip list --runs').")] = None,
+    base: BaseOpt = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    steps: Annotated[Optional[int], _opt("--steps", help="Optimizer steps [config, else 600].")] = None,
+    rank: Annotated[Optional[int], _opt("--rank", help="LoRA rank of each branch [config, else 64].")] = None,
+    resolution: Annotated[Optional[int], _opt("--resolution", help="Training size in pixels [config, else 1024].")] = None,
+    content_lr: Annotated[float, _opt("--content-lr", help="Content LoRA learning rate.")] = 5e-5,
+    style_lr: Annotated[float, _opt("--style-lr", help="Style LoRA learning rate.")] = 5e-5,
+    mask_lr: Annotated[float, _opt("--mask-lr", help="Merge-vector learning rate.")] = 5e-3,
+    similarity_lambda: Annotated[float, _opt("--similarity-lambda", help="Weight of the merge orthogonality loss.")] = 0.5,
+    sample_times: Annotated[int, _opt("--sample-times", help="Column-selection rounds.")] = 3,
+    column_ratio: Annotated[float, _opt("--column-ratio", help="Share of columns selected per round.")] = 0.1,
+    no_prompt_separation: Annotated[bool, _opt("--no-prompt-separation", help="Ablation: one prompt for all branches.")] = False,
+    no_column_separation: Annotated[bool, _opt("--no-column-separation", help="Ablation: no column masks or merges.")] = False,
+    no_block_separation: Annotated[bool, _opt("--no-block-separation", help="Ablation: every block both-sparse.")] = False,
+    optimizer: Annotated[str, _opt("--optimizer", help="adamw or adamw8bit (needs the 8bit extra).")] = "adamw",
+    seed: Annotated[int, _opt("--seed", help="Random seed.")] = 0,
+    min_snr_gamma: Annotated[Optional[float], _opt("--min-snr-gamma", help="Min-SNR loss weighting (off by default).")] = None,
+    noise_offset: Annotated[float, _opt("--noise-offset", help="Offset noise strength (off by default).")] = 0.0,
+    gradient_checkpointing: Annotated[
+        Optional[bool], _opt("--gradient-checkpointing/--no-gradient-checkpointing", help="[default: on for GPU]", show_default=False)
+    ] = None,
+    save_precision: Annotated[str, _opt("--save-precision", help="fp16, bf16 or fp32 payloads.")] = "fp16",
+    preview_every: Annotated[int, _opt("--preview-every", metavar="N", help="Write preview samples every N steps.")] = 0,
+    preview_steps: Annotated[int, _opt("--preview-steps", help="Sampling steps for previews.")] = 25,
+    checkpoint_every: Annotated[int, _opt("--checkpoint-every", metavar="N", help="Checkpoint every N steps (Ctrl-C also does).")] = 0,
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Split images into a content LoRA and a style LoRA; print the new entry id."""
+    from unziplora.errors import ConfigError, TrainingError
+    from unziplora.registry import Registry
+    from unziplora.settings import load_settings
+    from unziplora.train.api import distributed, prepare_requests, request_from_run, train_requests
+    from unziplora.train.config import TrainConfig
+    from unziplora.train.trainer import TrainingStopped
+
+    opts = run_options(ctx, registry=registry, json=json, quiet=quiet)
+    settings = load_settings(registry=opts.registry, base_model=base, device=device, precision=precision)
+    rank_index, world = distributed()
+    progress = TrainProgress(quiet=opts.quiet or rank_index != 0)
+    if resume:
+        from unziplora.train.run import open_run
+
+        if images:
+            raise ConfigError("--resume continues a run with its own images; do not pass images with it.")
+        run = open_run(settings.registry, resume)
+        request = request_from_run(run)
+        base_ref = run.record["base"]["ref"]
+        _tiny_note(base_ref, opts.quiet)
+        requests, runs = [request], [run]
+    else:
+        if not images:
+            raise ConfigError("no images given; pass one or more image files or folders (see 'unzip train --help').")
+        config = TrainConfig(
+            steps=steps or settings.train.steps, rank=rank or settings.train.rank, resolution=resolution or settings.train.resolution,
+            content_lr=content_lr, style_lr=style_lr, mask_lr=mask_lr, similarity_lambda=similarity_lambda,
+            sample_times=sample_times, column_ratio=column_ratio, prompt_separation=not no_prompt_separation,
+            column_separation=not no_column_separation, block_separation=not no_block_separation, optimizer=optimizer,
+            seed=seed, min_snr_gamma=min_snr_gamma, noise_offset=noise_offset, gradient_checkpointing=gradient_checkpointing,
+            save_precision=save_precision, preview_every=preview_every, preview_steps=preview_steps,
+            checkpoint_every=checkpoint_every,
+        )
+        base_ref = settings.base_model
+        command = _command_line(images, subject, style, token, prompt, content_prompt, style_prompt, name, each, base_ref, config)
+        prepared = prepare_requests(
+            images, config=config, each=each, subject=subject, style=style, token=token, prompt=prompt,
+            content_prompt=content_prompt, style_prompt=style_prompt, name=name, command=command,
+        )
+        for line in prepared.notes:
+            if "smaller than" in line:
+                warn(line)
+            else:
+                note(line, quiet=opts.quiet or rank_index != 0)
+        _tiny_note(base_ref, opts.quiet)
+        requests, runs = prepared.requests, []
+    reg = Registry.from_settings(settings.registry)  # only now: a refused call must not touch the registry
+    try:
+        if runs:
+            entries = _resume(runs[0], requests[0], base_ref, reg, settings, progress)
+        else:
+            entries = train_requests(
+                requests, base=base_ref, registry=reg, device=settings.device, precision=settings.precision,
+                on_start=progress.start, on_step=progress.step, on_done=progress.done,
+            )
+    except TrainingStopped as stopped:
+        progress.close()
+        note(f"interrupted after step {stopped.step} of {stopped.total}; the registry is unchanged.")
+        note(f"resume with: unzip train --resume {stopped.run.id}")
+        raise typer.Exit(130) from None
+    except TrainingError:
+        progress.close()
+        raise
+    progress.close()
+    _report(entries, world, rank_index, opts.json)
+
+
+def _resume(run: Any, request: Any, base_ref: str, reg: Any, settings: Any, progress: Any) -> list[Any]:
+    from unziplora.train.trainer import Trainer
+
+    trainer = Trainer(base_ref, device=settings.device, precision=settings.precision)
+    progress.start(request, 0, 1, first_step=run.step)
+    entry = trainer.train(request, reg, run=run, on_step=progress.step)
+    progress.done(entry)
+    return [entry]
+
+
+def _report(entries: list[Any], world: int, rank_index: int, as_json: bool) -> None:
+    """Ids (or records) on stdout, from the main process only when several processes ran."""
+    records = [e.to_dict() for e in entries]
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        records = gather_object(records)
+        if rank_index != 0:
+            return
+    if as_json:
+        emit_json(records[0] if len(records) == 1 else records)
+    else:
+        for record in records:
+            data(record["id"])
+
+
+def _tiny_note(base_ref: str, quiet: bool) -> None:
+    if base_ref == "tiny-sdxl":
+        note("note: tiny-sdxl is a toy base with random weights; its LoRAs and images are noise.", quiet=quiet)
+
+
+def _command_line(images: list[Path], subject: Any, style: Any, token: str, prompt: Any, content_prompt: Any,
+                  style_prompt: Any, name: Any, each: bool, base: str, config: Any) -> str:
+    """The exact command-line equivalent, recorded in entry.json."""
+    words = ["unzip", "train", *[str(p) for p in images]]
+    for flag, value in (("--subject", subject), ("--style", style), ("--prompt", prompt), ("--content-prompt", content_prompt),
+                        ("--style-prompt", style_prompt), ("--name", name)):
+        if value is not None:
+            words += [flag, str(value)]
+    if token != "monadikos":
+        words += ["--token", token]
+    if each:
+        words.append("--each")
+    words += ["--base", base]
+    defaults = type(config)()
+    for key, value in config.to_dict().items():
+        if key in ("prompt_separation", "column_separation", "block_separation"):
+            if not value:
+                words.append(f"--no-{key.replace('_', '-')}")
+        elif key == "gradient_checkpointing":
+            if value is not None:
+                words.append("--gradient-checkpointing" if value else "--no-gradient-checkpointing")
+        elif key in ("init", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm"):
+            continue
+        elif key in ("steps", "rank", "resolution") or value != getattr(defaults, key):
+            if value is not None:
+                words += [f"--{key.replace('_', '-')}", str(value)]
+    return shlex.join(words)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", epilog=EXAMPLES)(train)
