@@ -90,6 +90,8 @@ def base_check(settings: Settings) -> Check:
 
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in display order."""
+    import unziplora.registry.checks  # noqa: F401 - adds the damaged-entries check to EXTRA_CHECKS
+
     checks = package_checks()
     checks.append(device_check(settings))
     config_state = "exists" if settings.config_path.exists() else "not present (defaults in use)"

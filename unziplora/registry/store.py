@@ -1,0 +1,314 @@
+"""The registry on disk: create, read, resolve and remove entries, safely under concurrency.
+
+Layout under the root (``$UNZIPLORA_HOME``, config, or the platformdirs user data dir)::
+
+    entries/<id>/     entry.json, content.safetensors, style.safetensors, masks.safetensors,
+                      source.png, optional preview.png and previews/ -- complete entries only
+    .tmp/<id>/        an entry being written; .tmp/<id>.lock is flock-ed by its writer
+    .trash/<id>.<r>/  an entry being deleted
+    runs/             unfinished training runs (owned by the trainer; never listed here)
+    .lock             the writer lock
+
+Why it is crash safe: an entry is written in ``.tmp/<id>`` and appears under ``entries/`` by one
+``rename``; removal renames it into ``.trash/`` before deleting anything. So ``entries/`` only ever
+holds whole entries, whatever moment a process dies at. The writer lock serialises id allocation,
+commits, removals and sweeping; payloads are written outside it, so long writes never block
+others. A staging folder whose ``.lock`` no process holds belongs to a dead writer and is swept
+by the next writer, as is anything left in ``.trash/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from unziplora import __version__
+from unziplora.errors import AmbiguousEntryError, DamagedEntryError, EntryNotFoundError, RegistryError
+from unziplora.registry import entry as entry_mod
+from unziplora.registry import ids, schema
+from unziplora.registry.entry import ENTRY_JSON, Entry
+from unziplora.registry.fsutil import fsync_dir, hash_file, pause, try_lock, walk_files, write_file, writer_lock
+from unziplora.registry.removal import RemovalPlan, plan_removal
+
+
+@dataclass
+class Staging:
+    """An entry being written: put payload files in ``dir``, then set ``record`` before the block ends."""
+
+    id: str
+    dir: Path
+    subject: str
+    style: str
+    name: str | None = None
+    record: dict[str, Any] | None = None
+    entry: Entry | None = field(default=None, repr=False)  # set after the commit
+
+    def path(self, name: str) -> Path:
+        """Where to write payload file ``name`` (``content.safetensors``, ``previews/1.png``)."""
+        if not schema.safe_relpath(name):
+            raise RegistryError(f"{name!r} is not a file name inside an entry")
+        return self.dir / name
+
+
+class Registry:
+    """The local store of decomposed images. Reading needs no lock; writing takes ``.lock`` briefly."""
+
+    def __init__(self, root: str | Path, *, durable: bool = True) -> None:
+        self.root = Path(root).expanduser()
+        self.durable = durable  # fsync files and folders; benchmarks may turn it off
+
+    @classmethod
+    def from_settings(cls, registry: str | Path | None = None) -> Registry:
+        """The registry chosen by --registry > $UNZIPLORA_HOME > config.toml > the user data dir."""
+        from unziplora.settings import load_settings
+
+        return cls(load_settings(registry=registry).registry)
+
+    def __repr__(self) -> str:
+        return f"Registry({str(self.root)!r})"
+
+    entries_dir = property(lambda self: self.root / "entries")
+    tmp_dir = property(lambda self: self.root / ".tmp")
+    trash_dir = property(lambda self: self.root / ".trash")
+    runs_dir = property(lambda self: self.root / "runs")
+    lock_path = property(lambda self: self.root / ".lock")
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def ensure_dirs(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise RegistryError(f"registry path {self.root} is a file, not a folder; pass --registry DIR or set UNZIPLORA_HOME")
+        for folder in (self.entries_dir, self.tmp_dir, self.trash_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the writer lock (callers must have run ensure_dirs)."""
+        with writer_lock(self.lock_path):
+            yield
+
+    def sweep(self) -> None:
+        """Delete what dead writers left in ``.tmp`` and ``.trash``; call with the writer lock held."""
+        for item in list(self.tmp_dir.iterdir()):
+            if item.suffix == ".lock":
+                if not (self.tmp_dir / item.stem).exists():
+                    self._drop_if_unheld(item, None)
+            elif item.is_dir():
+                self._drop_if_unheld(self.tmp_dir / f"{item.name}.lock", item)
+        for item in list(self.trash_dir.iterdir()):
+            shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+
+    @staticmethod
+    def _drop_if_unheld(lock_file: Path, folder: Path | None) -> None:
+        try:
+            fd = os.open(lock_file, os.O_RDWR)  # never O_CREAT: a finishing writer may have just unlinked it
+        except FileNotFoundError:
+            fd = None
+        handle = os.fdopen(fd, "r+b") if fd is not None else None
+        try:
+            if handle is not None and not try_lock(handle):
+                return  # its writer is alive
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            lock_file.unlink(missing_ok=True)
+        finally:
+            if handle is not None:
+                handle.close()
+
+    def _allocate(self, subject: str, style: str) -> str:
+        for attempt in range(200):
+            candidate = ids.make_id(subject, style, ids.SUFFIX_HEX if attempt < 100 else 8)
+            taken = (self.entries_dir / candidate, self.tmp_dir / candidate, self.tmp_dir / f"{candidate}.lock")
+            if not any(os.path.lexists(p) for p in taken):
+                return candidate
+        raise RegistryError(f"could not find a free id for {ids.slug(subject, style)!r}; remove some entries")
+
+    @contextmanager
+    def new_entry(self, *, subject: str, style: str, name: str | None = None) -> Iterator[Staging]:
+        """Stage a new entry; on normal exit it is hashed, recorded and moved into place atomically.
+
+        ``with reg.new_entry(subject="cat", style="pencil sketch") as st:`` write files under ``st.dir``,
+        set ``st.record = {...}``; afterwards ``st.entry`` is the new Entry. If the block raises, the
+        staging folder is deleted and the registry is exactly as before.
+        """
+        if name is not None:
+            ids.validate_name(name)
+        self.ensure_dirs()
+        with self.locked():
+            self.sweep()
+            entry_id = self._allocate(subject, style)
+            lock_file = self.tmp_dir / f"{entry_id}.lock"
+            handle = open(lock_file, "a+b")  # noqa: SIM115 - closed in finally below
+            try_lock(handle)  # a fresh file under the writer lock: nobody else can hold it
+            staging = Staging(entry_id, self.tmp_dir / entry_id, subject, style, name)
+            staging.dir.mkdir()
+        committed = False
+        try:
+            pause("staged")
+            yield staging
+            self._commit(staging)
+            committed = True
+        finally:
+            if not committed:
+                shutil.rmtree(staging.dir, ignore_errors=True)
+            lock_file.unlink(missing_ok=True)
+            handle.close()
+
+    def _commit(self, staging: Staging) -> None:
+        pause("after-payload")
+        files: dict[str, dict[str, Any]] = {}
+        for rel, st in sorted(walk_files(staging.dir)):
+            if rel == ENTRY_JSON or any(part.startswith(".") for part in rel.split("/")):
+                continue
+            if not schema.safe_relpath(rel) or not stat.S_ISREG(st.st_mode):
+                raise RegistryError(f"cannot write entry {staging.id}: {rel} is not a plain file with a plain name")
+            digest, size = hash_file(staging.dir / rel, durable=self.durable)
+            files[rel] = {"sha256": digest, "bytes": size}
+        default_name = staging.name or (staging.record or {}).get("name") or ids.slug(staging.subject, staging.style)
+        record = schema.complete(
+            staging.record,
+            entry_id=staging.id,
+            name=ids.validate_name(str(default_name)[: ids.MAX_NAME_LENGTH]),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            tool_version=__version__,
+            files=files,
+            subject=staging.subject,
+            style=staging.style,
+        )
+        # Written last: payloads not newer than entry.json are trusted by readers (see entry.py).
+        write_file(staging.dir / ENTRY_JSON, schema.dumps(record), durable=self.durable)
+        if self.durable:
+            for folder in {staging.dir, *((staging.dir / rel).parent for rel in files)}:
+                fsync_dir(folder)
+        pause("before-commit")
+        target = self.entries_dir / staging.id
+        with self.locked():
+            pause("commit-locked")
+            if os.path.lexists(target):
+                raise RegistryError(f"cannot write entry {staging.id}: {target} already exists")
+            os.rename(staging.dir, target)
+            if self.durable:
+                fsync_dir(self.entries_dir)
+                fsync_dir(self.tmp_dir)
+        pause("after-commit")
+        staging.entry = entry_mod.load(target)
+
+    def create(
+        self,
+        record: dict[str, Any],
+        write_payload: Callable[[Path], None] | None = None,
+        *,
+        subject: str | None = None,
+        style: str | None = None,
+        name: str | None = None,
+    ) -> Entry:
+        """One-call form of :meth:`new_entry`: ``write_payload(dir)`` writes the files, ``record`` the fields."""
+        subject = subject if subject is not None else str(record.get("subject", ""))
+        style = style if style is not None else str(record.get("style", ""))
+        with self.new_entry(subject=subject, style=style, name=name) as staging:
+            if write_payload is not None:
+                write_payload(staging.dir)
+            staging.record = dict(record)
+        assert staging.entry is not None
+        return staging.entry
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def ids(self) -> list[str]:
+        """Ids of every entry folder, sorted; unaddressable folder names are ignored."""
+        if not self.root.exists():
+            return []
+        if not self.root.is_dir():
+            raise RegistryError(f"registry path {self.root} is a file, not a folder; pass --registry DIR or set UNZIPLORA_HOME")
+        try:
+            with os.scandir(self.entries_dir) as it:
+                names = [d.name for d in it if d.is_dir(follow_symlinks=False) and not d.name.startswith(".")]
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if _addressable(n))
+
+    def list(self) -> list[Entry]:
+        """Every entry, damaged ones included (``entry.damaged`` says why), sorted by id."""
+        folder = self.entries_dir
+        loaded = (entry_mod.load(folder / entry_id) for entry_id in self.ids())
+        return [e for e in loaded if e is not None]
+
+    def resolve(self, text: str) -> str:
+        """The id meant by ``text``: an exact id, a unique id prefix, or a unique entry name."""
+        ids.check_lookup(text)
+        known = self.ids()
+        if text in known:
+            return text
+        matches = [i for i in known if i.startswith(text)]
+        if not matches:
+            names = self._names(known)
+            matches = sorted(i for i, n in names.items() if n == text)
+            if not matches:
+                raise EntryNotFoundError(self._not_found(text, known, names))
+        if len(matches) > 1:
+            shown = ", ".join(matches[:8]) + (f", ... ({len(matches) - 8} more)" if len(matches) > 8 else "")
+            raise AmbiguousEntryError(f"'{text}' matches {len(matches)} entries: {shown}; give more characters")
+        return matches[0]
+
+    def _names(self, known: list[str]) -> dict[str, str]:
+        names = {}
+        for entry_id in known:
+            try:
+                name = json.loads((self.entries_dir / entry_id / ENTRY_JSON).read_bytes()).get("name")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(name, str):
+                names[entry_id] = name
+        return names
+
+    def _not_found(self, text: str, known: list[str], names: dict[str, str]) -> str:
+        if not known:
+            return f"no entry matches '{text}'; the registry at {self.root} is empty (see 'unzip train --help')"
+        by_name = {n: i for i, n in names.items()}
+        close = [by_name.get(c, c) for c in ids.nearest(text, known + sorted(set(by_name)))]
+        close = list(dict.fromkeys(close))
+        if not close:
+            return f"no entry matches '{text}' (see 'unzip list')"
+        return f"no entry matches '{text}'; did you mean {' or '.join(close)}? (see 'unzip list')"
+
+    def get(self, text: str, *, allow_damaged: bool = False) -> Entry:
+        """The entry for an id, prefix or name. Damaged entries raise unless ``allow_damaged``."""
+        entry_id = self.resolve(text)
+        found = entry_mod.load(self.entries_dir / entry_id)
+        if found is None:
+            raise EntryNotFoundError(f"entry {entry_id} was removed meanwhile (see 'unzip list')")
+        if found.schema_error is not None:
+            raise found.schema_error
+        if found.damaged and not allow_damaged:
+            raise DamagedEntryError(
+                f"entry {entry_id} is damaged: {found.damaged}; check it with 'unzip show {entry_id} --verify' "
+                f"or remove it with 'unzip rm {entry_id}'"
+            )
+        return found
+
+    # -- removing ------------------------------------------------------------------------------
+
+    def plan_removal(self, texts: Iterable[str]) -> RemovalPlan:
+        """Resolve every id first (any error removes nothing), with the bytes each would free."""
+        return plan_removal(self, texts)
+
+    def remove(self, texts: Iterable[str], dry_run: bool = False) -> RemovalPlan:
+        """Remove entries (renamed out of ``entries/`` first, then deleted); returns the plan carried out."""
+        plan = self.plan_removal(texts)
+        return plan if dry_run else plan.execute()
+
+
+def _addressable(name: str) -> bool:
+    try:
+        ids.validate_id(name)
+    except ValueError:
+        return False
+    return True
