@@ -53,7 +53,7 @@ def inject_unziplora(
         prompt_separation: whether cross-attention K/V branches read the content/style prompts.
         freeze_base: set ``requires_grad=False`` on every UNet parameter first (as PEFT does).
         dtype: dtype of the LoRA and merge tensors (fp32 masters by default).
-        generator: CPU generator for the init; layers are initialised in UNet order.
+        generator: CPU generator for the init; layers are initialised in the UNet's module order.
 
     Returns:
         ``{module path: layer}`` such as ``down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q``.
@@ -100,7 +100,7 @@ def remove_unziplora(unet: nn.Module) -> dict[str, nn.Linear]:
 
 
 def unziplora_layers(unet: nn.Module) -> dict[str, UnZipLoRALinear]:
-    """All UnZipLoRA layers of ``unet`` by module path, in UNet order."""
+    """All UnZipLoRA layers of ``unet`` by module path, in the UNet's module order."""
     return {name: m for name, m in unet.named_modules() if isinstance(m, UnZipLoRALinear)}
 
 
