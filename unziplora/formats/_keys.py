@@ -47,8 +47,8 @@ def split_pairs(
     if lonely:
         raise error(f"LoRA module {lonely[0]!r} has only one of its two factors ({len(lonely)} such modules)")
     pairs: dict[str, tuple[Any, Any]] = {}
-    for module in downs:
-        down, up = downs[module], ups[module]
+    for module, down in downs.items():
+        up = ups[module]
         if down.ndim != 2 or up.ndim != 2 or down.shape[0] != up.shape[1]:
             raise error(
                 f"LoRA module {module!r} has factors of shapes {tuple(down.shape)} and {tuple(up.shape)}; "

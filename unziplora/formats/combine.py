@@ -78,7 +78,9 @@ def fold_merge(up: torch.Tensor, merge: torch.Tensor) -> torch.Tensor:
     return (up.to(dtype) * merge.to(dtype)[:, None]).to(up.dtype)
 
 
-def fold_merges(state_dict: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], part: str) -> dict[str, torch.Tensor]:
+def fold_merges(
+    state_dict: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], part: str
+) -> dict[str, torch.Tensor]:
     """Fold ``masks["<module>.merge_<part>"]`` into every module's ``up`` (``part`` = content|style)."""
     pairs = split_pairs(state_dict)
     missing = [m for m in pairs if f"{m}.merge_{part}" not in masks]

@@ -107,7 +107,7 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tens
     Raises:
         ImportFormatError: the file is missing or is not a readable safetensors file.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     p = Path(path)
     if not p.is_file():
@@ -115,8 +115,8 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tens
     try:
         with safe_open(str(p), framework="pt", device="cpu") as fh:
             metadata = dict(fh.metadata() or {})
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # safetensors raises its own SafetensorError and OSError
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - the handle is not iterable
+    except (SafetensorError, OSError, ValueError) as exc:
         raise ImportFormatError(f"{p} is not a readable safetensors file ({str(exc).splitlines()[0]}).") from None
     return tensors, metadata
 

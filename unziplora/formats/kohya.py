@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING
 from unziplora.errors import ImportFormatError
 from unziplora.formats import metadata as md
 from unziplora.formats._keys import join_pairs, split_pairs
-from unziplora.formats.sgm import KOHYA_UNET_PREFIX, SDXL_LAYERS_PER_BLOCK, diffusers_to_kohya_key, kohya_to_diffusers_module
+from unziplora.formats.sgm import (
+    KOHYA_UNET_PREFIX,
+    SDXL_LAYERS_PER_BLOCK,
+    diffusers_to_kohya_key,
+    kohya_to_diffusers_module,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -33,8 +38,16 @@ UP = ".lora_up.weight"
 ALPHA = ".alpha"
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
 
-_DTYPES = {"fp16": "float16", "float16": "float16", "half": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16",
-           "fp32": "float32", "float32": "float32", "float": "float32"}
+_DTYPES = {
+    "fp16": "float16",
+    "float16": "float16",
+    "half": "float16",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp32": "float32",
+    "float32": "float32",
+    "float": "float32",
+}
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

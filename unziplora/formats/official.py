@@ -101,10 +101,16 @@ def locate_official(path: str | os.PathLike[str]) -> OfficialPaths:
             f"{given} is not an official UnZipLoRA output: expected {paths.content.parent.name}/, "
             f"{paths.style.parent.name}/ and the two {paths.stem.name}_merger_*.pth files next to it."
         )
-    for label, f in (("content LoRA", paths.content), ("style LoRA", paths.style),
-                     ("content merge vectors", paths.merger_content), ("style merge vectors", paths.merger_style)):
+    for label, f in (
+        ("content LoRA", paths.content),
+        ("style LoRA", paths.style),
+        ("content merge vectors", paths.merger_content),
+        ("style merge vectors", paths.merger_style),
+    ):
         if not f.is_file():
-            raise ImportFormatError(f"official UnZipLoRA output {paths.stem} is incomplete: the {label} {f} is missing.")
+            raise ImportFormatError(
+                f"official UnZipLoRA output {paths.stem} is incomplete: the {label} {f} is missing."
+            )
     raise AssertionError("unreachable")
 
 
@@ -125,11 +131,12 @@ def load_merges(path: str | os.PathLike[str], part: str) -> dict[str, torch.Tens
         raw = torch.load(p, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ImportFormatError(f"{p} does not exist.") from None
-    except pickle.UnpicklingError:
-        # weights_only=True met a global it does not allow (a custom class, a function, ...).
-        raise ImportFormatError(
-            f"refusing {p}: it holds Python objects other than tensors, which are never unpickled for safety."
-        ) from None
+    except pickle.UnpicklingError as exc:
+        if "global" in str(exc):  # weights_only met a class/function it does not allow
+            raise ImportFormatError(
+                f"refusing {p}: it holds Python objects other than tensors, which are never unpickled for safety."
+            ) from None
+        raise ImportFormatError(f"{p} is not a readable PyTorch .pth file of merge vectors.") from None
     except (RuntimeError, EOFError, ValueError, AttributeError, ImportError, OSError):
         raise ImportFormatError(f"{p} is not a readable PyTorch .pth file of merge vectors.") from None
     if not isinstance(raw, Mapping):
@@ -143,7 +150,7 @@ def load_merges(path: str | os.PathLike[str], part: str) -> dict[str, torch.Tens
         if not key.endswith(suffix):
             raise ImportFormatError(f"refusing {p}: key {key!r} is not a {part} merge vector (…{suffix}).")
         module = key[: -len(suffix)]
-        module = module[len("unet.") :] if module.startswith("unet.") else module
+        module = module.removeprefix("unet.")
         merges[f"{module}.merge_{part}"] = value.detach().to(torch.float32).clone()
     if not merges:
         raise ImportFormatError(f"{p} holds no merge vectors.")
@@ -159,8 +166,10 @@ def load_official(path: str | os.PathLike[str]) -> OfficialLoRA:
     paths = locate_official(path)
     loras = {}
     merges: dict[str, torch.Tensor] = {}
-    for part, lora_path, merge_path in (("content", paths.content, paths.merger_content),
-                                        ("style", paths.style, paths.merger_style)):
+    for part, lora_path, merge_path in (
+        ("content", paths.content, paths.merger_content),
+        ("style", paths.style, paths.merger_style),
+    ):
         tensors, header = read_safetensors(lora_path)
         loras[part] = from_peft(tensors, header)
         part_merges = load_merges(merge_path, part)
@@ -175,7 +184,9 @@ def load_official(path: str | os.PathLike[str]) -> OfficialLoRA:
                 )
         extra = sorted(k for k in part_merges if k[: -len(f".merge_{part}")] not in pairs)
         if extra:
-            raise ImportFormatError(f"{merge_path} has merge vectors for modules the {part} LoRA lacks, e.g. {extra[0]}.")
+            raise ImportFormatError(
+                f"{merge_path} has merge vectors for modules the {part} LoRA lacks, e.g. {extra[0]}."
+            )
         merges.update(part_merges)
     return OfficialLoRA(paths=paths, content=loras["content"], style=loras["style"], merges=merges)
 

@@ -85,7 +85,9 @@ def _scales(config_json: str | None, ranks: Mapping[str, int]) -> dict[str, floa
         raw = json.loads(config_json)
     except ValueError:
         raise ImportFormatError("the file's lora_adapter_metadata header is not valid JSON.") from None
-    config = {k[len(UNET_PREFIX) :]: v for k, v in raw.items() if k.startswith(UNET_PREFIX)} if isinstance(raw, dict) else {}
+    config = (
+        {k[len(UNET_PREFIX) :]: v for k, v in raw.items() if k.startswith(UNET_PREFIX)} if isinstance(raw, dict) else {}
+    )
     if "lora_alpha" not in config:
         return {}
     alpha_pattern = config.get("alpha_pattern") or {}
@@ -142,11 +144,15 @@ def from_peft(
         raise ImportFormatError("the file holds no UNet LoRA tensors.")
     lonely = [m for m, f in found.items() if len(f) != 2]
     if lonely:
-        raise ImportFormatError(f"LoRA module {lonely[0]!r} has only one of its two factors ({len(lonely)} such modules).")
+        raise ImportFormatError(
+            f"LoRA module {lonely[0]!r} has only one of its two factors ({len(lonely)} such modules)."
+        )
     pairs = {m: (f["down"], f["up"]) for m, f in found.items()}
     sd = join_pairs(pairs)
     split_pairs(sd, error=ImportFormatError)  # shape checks
-    scales = _scales((metadata or {}).get("lora_adapter_metadata"), {m: int(d.shape[0]) for m, (d, _u) in pairs.items()})
+    scales = _scales(
+        (metadata or {}).get("lora_adapter_metadata"), {m: int(d.shape[0]) for m, (d, _u) in pairs.items()}
+    )
     for module, scale in scales.items():
         if scale != 1.0:
             down, up = pairs[module]

@@ -69,12 +69,39 @@ _DIFFUSERS_ROOTS = frozenset({"down_blocks", "mid_block", "up_blocks"} | {p.spli
 # Longest first, so "to_out" wins over "to" and "conv_norm_out" over "conv".
 _MULTI_WORD = sorted(
     {
-        "input_blocks", "output_blocks", "middle_block", "down_blocks", "up_blocks", "mid_block",
-        "transformer_blocks", "to_q", "to_k", "to_v", "to_out", "proj_in", "proj_out",
-        "in_layers", "out_layers", "emb_layers", "skip_connection", "time_embed", "label_emb",
-        "time_emb_proj", "conv_shortcut", "conv_in", "conv_out", "conv_norm_out", "time_embedding",
-        "add_embedding", "linear_1", "linear_2", "add_k_proj", "add_v_proj", "add_q_proj",
-        "to_add_out", "norm_cross",
+        "input_blocks",
+        "output_blocks",
+        "middle_block",
+        "down_blocks",
+        "up_blocks",
+        "mid_block",
+        "transformer_blocks",
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out",
+        "proj_in",
+        "proj_out",
+        "in_layers",
+        "out_layers",
+        "emb_layers",
+        "skip_connection",
+        "time_embed",
+        "label_emb",
+        "time_emb_proj",
+        "conv_shortcut",
+        "conv_in",
+        "conv_out",
+        "conv_norm_out",
+        "time_embedding",
+        "add_embedding",
+        "linear_1",
+        "linear_2",
+        "add_k_proj",
+        "add_v_proj",
+        "add_q_proj",
+        "to_add_out",
+        "norm_cross",
     },
     key=lambda s: -s.count("_"),
 )
@@ -84,7 +111,7 @@ def _resnet_child(rest: str, table: Mapping[str, str]) -> str:
     """Rename the first path element(s) of a resnet child through ``table`` (keys may be dotted)."""
     for src, dst in table.items():
         if rest == src or rest.startswith(src + "."):
-            return dst + rest[len(src):]
+            return dst + rest[len(src) :]
     return rest
 
 
@@ -106,7 +133,7 @@ def diffusers_to_sgm(
     n = layers_per_block + 1
     for src, dst in _TOP_LEVEL.items():
         if module_path == src or module_path.startswith(src + "."):
-            return dst + module_path[len(src):]
+            return dst + module_path[len(src) :]
     head, rest = _split(module_path, 4)
     tail = ("." + rest) if rest else ""
     if len(head) >= 4 and head[1].isdigit() and head[3].isdigit():
@@ -149,7 +176,7 @@ def sgm_to_diffusers(
     n = layers_per_block + 1
     for src, dst in _TOP_LEVEL_INV.items():
         if sgm_path == src or sgm_path.startswith(src + "."):
-            return dst + sgm_path[len(src):]
+            return dst + sgm_path[len(src) :]
     head, rest = _split(sgm_path, 3)
     if len(head) == 3 and head[1].isdigit() and head[2].isdigit():
         block, k, slot = head[0], int(head[1]), int(head[2])
@@ -217,7 +244,7 @@ def kohya_to_diffusers_module(key_stem: str, layers_per_block: int = SDXL_LAYERS
     """
     if not key_stem.startswith(KOHYA_UNET_PREFIX):
         raise ImportFormatError(f"kohya key {key_stem!r} is not a UNet key (expected the prefix {KOHYA_UNET_PREFIX!r})")
-    path = _dotted(key_stem[len(KOHYA_UNET_PREFIX):])
+    path = _dotted(key_stem[len(KOHYA_UNET_PREFIX) :])
     if path.split(".")[0] in _DIFFUSERS_ROOTS:
         return path
     try:
