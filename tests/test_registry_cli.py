@@ -130,6 +130,7 @@ def test_list_marks_damaged_entries(cli, reg: Registry, three: list[str]) -> Non
     )
     records = {r["id"]: r for r in json.loads(cli("list", "--json").stdout)}
     assert records["car-pop-9e0f"]["damaged"].startswith("entry.json is not valid JSON")
+    assert set(records["car-pop-9e0f"]) == RECORD_KEYS and records["car-pop-9e0f"]["subject"] is None
     assert records["cat-ink-1b2c"]["damaged"] == "style.safetensors is missing"
     assert _ids(cli("list", "-q", "--sort", "name").stdout) == ["car-pop-9e0f", "cat-ink-1b2c", "cat-sketch-3f2a"]
 
@@ -158,6 +159,13 @@ def test_show_prints_every_field(cli, reg: Registry, three: list[str]) -> None:
         f"preview:     {reg.entries_dir / 'cat-ink-1b2c' / 'preview.png'}", "written by:  unziplora",
     ):
         assert text in out, text
+
+
+def test_show_cuts_long_extra_fields(cli, reg: Registry) -> None:
+    entry = make_entry(reg, columns={"rounds": list(range(500))}, command="unzip train cat.jpg")
+    out = cli("show", entry.id).stdout
+    assert "command:     unzip train cat.jpg\n" in out and "... (full value in --json)" in out
+    assert json.loads(cli("show", entry.id, "--json").stdout)["columns"]["rounds"][-1] == 499
 
 
 def test_show_json_and_verify(cli, reg: Registry, three: list[str]) -> None:

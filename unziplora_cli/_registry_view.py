@@ -11,6 +11,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from unziplora.registry.schema import STANDARD_KEYS
 from unziplora_cli._output import data, human_bytes
 
 _UNITS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400), ("hour", 3600), ("minute", 60))
@@ -128,10 +129,10 @@ def show_page(entry: Any, preview: str | None) -> None:
             data(f"  {s.get('name', '?')}  {pixels}  {size}  sha256 {str(s.get('sha256', '?'))[:16]}")
     if r.get("provenance"):
         _kv("provenance", r["provenance"])
-    known = {"schema_version", "id", "name", "created", "tool_version", "kind", "imported", "subject", "style", "prompts",
-             "rare_token", "sources", "base", "settings", "figures", "provenance", "files"}
+    known = set(STANDARD_KEYS)
     for key in (k for k in r if k not in known):
-        _kv(str(key), r[key])
+        text = r[key] if isinstance(r[key], str) else json.dumps(r[key], ensure_ascii=False)
+        _kv(str(key), text if len(text) <= 200 else text[:197] + "... (full value in --json)")
     files = entry.files
     if files:
         data("files:")

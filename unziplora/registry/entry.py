@@ -87,6 +87,8 @@ class Entry:
         """The full record plus where it lives, its size on disk and its state (for ``--json``)."""
         out: dict[str, Any] = {"id": self.id}
         out.update({k: v for k, v in self.record.items() if k != "id"})
+        for key in schema.STANDARD_KEYS:  # an unreadable entry still has every key, as null
+            out.setdefault(key, None)
         out.update(path=str(self.path), size_bytes=self.size_bytes, damaged=self.damaged)
         return out
 

@@ -40,6 +40,10 @@ from unziplora.errors import RegistryError, SchemaVersionError
 SCHEMA_VERSION = 1
 KINDS = ("trained", "imported")
 COMPUTED_KEYS = ("schema_version", "id", "name", "created", "tool_version", "files")
+STANDARD_KEYS = (
+    "schema_version", "id", "name", "created", "tool_version", "kind", "imported", "subject", "style", "prompts",
+    "rare_token", "sources", "base", "settings", "figures", "provenance", "files",
+)
 
 # version N -> function turning an N record into an N+1 record. Empty until version 2 exists.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
