@@ -125,3 +125,31 @@ def test_eight_concurrent_writers(cli, reg: Registry) -> None:
     assert set(_listed(cli)) == before | made
     assert all(reg.get(i).verify() == [] for i in made)
     assert not list(reg.tmp_dir.iterdir())
+
+
+def test_readers_during_writes_and_removals_never_see_damage(reg: Registry, tmp_path: Path) -> None:
+    """A reader racing writers and removers sees each entry whole or not at all (never 'missing' payloads)."""
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import pathlib, sys\n"
+            "from unziplora.registry import Registry\n"
+            "reg = Registry.from_settings()\n"
+            "stop, rounds = pathlib.Path(sys.argv[1]), 0\n"
+            "print('ready', flush=True)\n"
+            "while not stop.exists():\n"
+            "    bad = [(e.id, e.damaged) for e in reg.list() if e.damaged]\n"
+            "    assert not bad, bad\n"
+            "    rounds += 1\n"
+            "print(rounds)\n"
+        ), str(stop)],
+        env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert reader.stdout is not None and reader.stdout.readline() == "ready\n"
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline and reader.poll() is None:
+        reg.remove([make_entry(reg, "race", "x").id for _ in range(3)])
+    stop.touch()
+    out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    assert int(out) > 3  # the reader really listed while entries came and went

@@ -195,6 +195,8 @@ def load(path: Path, *, rehash: bool = False) -> Entry | None:
             problems.append(f"{name} differs from its recorded sha256 (now {digest[:12]}, recorded {info['sha256'][:12]})")
             continue
         rehashed_ns = max(rehashed_ns, st.st_mtime_ns)
+    if problems and not os.path.isdir(folder):
+        return None  # removed while we read it (renamed into .trash): gone, not damaged
     if rehashed_ns and not problems:
         mark_verified(path, rehashed_ns)
     damaged = None

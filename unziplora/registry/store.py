@@ -104,7 +104,10 @@ class Registry:
             elif item.is_dir():
                 self._drop_if_unheld(self.tmp_dir / f"{item.name}.lock", item)
         for item in list(self.trash_dir.iterdir()):
-            shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+            if item.is_dir():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
 
     @staticmethod
     def _drop_if_unheld(lock_file: Path, folder: Path | None) -> None:
