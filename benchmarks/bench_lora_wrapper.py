@@ -55,44 +55,71 @@ def _timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
     return measure
 
 
+def _time_shape(
+    tokens: int,
+    inp: int,
+    out: int,
+    separate: bool,
+    *,
+    device: torch.device,
+    rank: int,
+    repeats: int,
+    warmup: int,
+    amp: bool,
+    batch: int,
+) -> tuple[float, float]:
+    """Median seconds of one forward+backward at one shape: (ours, dense reference)."""
+    dtype = torch.bfloat16 if amp else torch.float32
+    torch.manual_seed(0)
+    base = nn.Linear(inp, out).to(device, dtype).requires_grad_(False)
+    layer = UnZipLoRALinear(base, rank, separate_inputs=separate)
+    for b in ("content", "style"):
+        layer.merge[b].requires_grad_(True)
+        layer.set_mask(b, torch.rand(out) < 0.5)
+        layer.set_mask_active(b, True)
+    x, xc, xs = (torch.randn(batch, tokens, inp, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    if not separate:
+        xc = xs = x
+    grad_out = torch.randn(batch, tokens, out, device=device, dtype=dtype)
+
+    def step(formulation: str) -> None:
+        layer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            if formulation == "ours":
+                y = layer(x, content_input=xc if separate else None, style_input=xs if separate else None)
+            else:
+                y = dense_reference(layer, x, xc, xs)
+        y.backward(grad_out.to(y.dtype))
+
+    measure = _timer(device)
+    for _ in range(warmup):
+        step("ours")
+        step("reference")
+    ours, ref = [], []
+    for _ in range(repeats):  # alternate so both sides see the same load
+        ours.append(measure(lambda: step("ours")))
+        ref.append(measure(lambda: step("reference")))
+    return statistics.median(ours), statistics.median(ref)
+
+
 def run_benchmark(
     device: str = "cpu", *, rank: int = 64, repeats: int = 9, warmup: int = 2, amp: bool = False, batch: int = 1
 ) -> list[tuple[str, float, float, float]]:
     """Median seconds of one forward+backward, ours vs the dense reference, per SDXL shape."""
-    dev = torch.device(device)
-    amp_dtype = torch.bfloat16 if amp else None
-    measure = _timer(dev)
     rows: list[tuple[str, float, float, float]] = []
     for name, tokens, inp, out, separate in SHAPES:
-        torch.manual_seed(0)
-        base = nn.Linear(inp, out).to(dev, amp_dtype or torch.float32).requires_grad_(False)
-        layer = UnZipLoRALinear(base, rank, separate_inputs=separate)
-        for b in ("content", "style"):
-            layer.merge[b].requires_grad_(True)
-            layer.set_mask(b, torch.rand(out) < 0.5)
-            layer.set_mask_active(b, True)
-        make = lambda: torch.randn(batch, tokens, inp, device=dev, dtype=amp_dtype or torch.float32, requires_grad=True)  # noqa: E731
-        x = make()
-        xc, xs = (make(), make()) if separate else (x, x)
-        grad_out = torch.randn(batch, tokens, out, device=dev, dtype=amp_dtype or torch.float32)
-
-        def step(formulation: str) -> None:
-            layer.zero_grad(set_to_none=True)
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
-                if formulation == "ours":
-                    y = layer(x, content_input=xc if separate else None, style_input=xs if separate else None)
-                else:
-                    y = dense_reference(layer, x, xc, xs)
-            y.backward(grad_out.to(y.dtype))
-
-        for _ in range(warmup):
-            step("ours")
-            step("reference")
-        ours, ref = [], []
-        for _ in range(repeats):  # alternate so both sides see the same load
-            ours.append(measure(lambda: step("ours")))
-            ref.append(measure(lambda: step("reference")))
-        o, r = statistics.median(ours), statistics.median(ref)
+        o, r = _time_shape(
+            tokens,
+            inp,
+            out,
+            separate,
+            device=torch.device(device),
+            rank=rank,
+            repeats=repeats,
+            warmup=warmup,
+            amp=amp,
+            batch=batch,
+        )
         rows.append((name, o, r, o / r))
     return rows
 
@@ -102,13 +129,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--rank", type=int, default=64)
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast with a bf16 base weight (GPU training setting)")
+    parser.add_argument(
+        "--amp", action="store_true", help="bf16 autocast with a bf16 base weight (GPU training setting)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = run_benchmark(args.device, rank=args.rank, repeats=args.repeats, amp=args.amp)
-    print(f"device={args.device} rank={args.rank} amp={args.amp} torch={torch.__version__} threads={torch.get_num_threads()}")
+    threads = torch.get_num_threads()
+    print(f"device={args.device} rank={args.rank} amp={args.amp} torch={torch.__version__} threads={threads}")
     print(f"{'shape':44s} {'ours ms':>9s} {'dense ms':>9s} {'ours/dense':>10s}")
     for name, o, r, ratio in rows:
         print(f"{name:44s} {o * 1e3:9.2f} {r * 1e3:9.2f} {ratio:10.3f}")

@@ -73,7 +73,13 @@ def test_table_expands_to_exact_module_lists():
         return [n for n in sdxl_attention_modules() if n.split(".transformer_blocks.")[0] in groups]
 
     assert classes["both"] == modules(
-        ["down_blocks.1.attentions.0", "down_blocks.1.attentions.1", "down_blocks.2.attentions.0", "down_blocks.2.attentions.1", "mid_block.attentions.0"]
+        [
+            "down_blocks.1.attentions.0",
+            "down_blocks.1.attentions.1",
+            "down_blocks.2.attentions.0",
+            "down_blocks.2.attentions.1",
+            "mid_block.attentions.0",
+        ]
     )
     assert classes["style_sparse"] == modules(["up_blocks.0.attentions.0", "up_blocks.0.attentions.2"])
     assert classes["content_sparse"] == modules(
@@ -83,7 +89,12 @@ def test_table_expands_to_exact_module_lists():
 
 
 def test_prefix_matching_is_per_component_and_table_is_replaceable():
-    assert block_class("up_blocks.1.attentions.10.transformer_blocks.0.attn1.to_q", {"up_blocks.1.attentions.1": "style_sparse"}) == "both"
+    assert (
+        block_class(
+            "up_blocks.1.attentions.10.transformer_blocks.0.attn1.to_q", {"up_blocks.1.attentions.1": "style_sparse"}
+        )
+        == "both"
+    )
     custom = {"up_blocks.0": "content_sparse", "up_blocks.0.attentions.2": "style_sparse"}  # longest prefix wins
     assert block_class("up_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k", custom) == "content_sparse"
     assert block_class("up_blocks.0.attentions.2.transformer_blocks.0.attn2.to_k", custom) == "style_sparse"

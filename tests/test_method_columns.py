@@ -19,9 +19,9 @@ from unziplora.method import (
     lora_state_dict,
     param_groups,
     select_columns,
+    selection,
     top_k_columns,
 )
-from unziplora.method import selection
 
 BOTH_NAME = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
 CONTENT_SPARSE_NAME = "up_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k"
@@ -101,7 +101,10 @@ def test_top_k_exact_k_and_tie_breaks():
     tiebreak = torch.tensor([1.0, 0.0, 3.0, 2.0, 9.0])
     assert top_k_columns(score, tiebreak, 3).nonzero().flatten().tolist() == [1, 2, 3]  # 0.9, then ties by cone sum
     flat = torch.zeros(6)
-    assert top_k_columns(flat, flat, 2).nonzero().flatten().tolist() == [0, 1]  # official picks 0 here; we take exactly k
+    assert top_k_columns(flat, flat, 2).nonzero().flatten().tolist() == [
+        0,
+        1,
+    ]  # official picks 0 here; we take exactly k
     exclude = torch.tensor([False, True, True, False, False])
     assert top_k_columns(score, tiebreak, 2, exclude).nonzero().flatten().tolist() == [0, 3]
     assert top_k_columns(score, tiebreak, 4, exclude).nonzero().flatten().tolist() == [0, 3, 4]  # only 3 remain
@@ -127,7 +130,11 @@ def test_column_score_hand_example():
 
 
 def fake_scores(monkeypatch, rounds: dict[str, list[float]]) -> None:
-    monkeypatch.setattr(selection, "column_scores", lambda layer, branch, **kw: (torch.tensor(rounds[branch]), torch.zeros(len(rounds[branch]))))
+    monkeypatch.setattr(
+        selection,
+        "column_scores",
+        lambda layer, branch, **kw: (torch.tensor(rounds[branch]), torch.zeros(len(rounds[branch]))),
+    )
 
 
 def test_select_both_sparse_avoid_and_union(monkeypatch):
@@ -192,7 +199,20 @@ def test_short_schedule_on_toy_layers():
     train(layers, cs, optimizer, range(12), log)
     assert [p for p, _, _ in log] == [R, S, M, M, R, S, M, M, R, S, M, M]
     assert [o for _, o, _ in log] == [False, False, True, True, True, False, True, True, True, False, True, True]
-    assert [all(g.values()) for _, _, g in log] == [False, False, True, True, True, False, True, True, True, False, True, True]
+    assert [all(g.values()) for _, _, g in log] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+        False,
+        True,
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
     assert [h["step"] for h in cs.history] == [1, 5, 9]
     counts = cs.column_counts()
     assert counts[CONTENT_SPARSE_NAME]["style"] == 10 and counts[STYLE_SPARSE_NAME]["content"] == 10
@@ -265,7 +285,9 @@ def test_column_separation_off_is_plain_joint_training():
     for name, layer in layers.items():
         assert torch.equal(layer.merge["content"], torch.ones(layer.out_features))
         assert not layer.mask_active("content") and not layer.mask("content").any()
-        torch.testing.assert_close(lora_state_dict(layers, "content")[f"unet.{name}.lora_B.weight"], layer.lora_B["content"].detach())
+        torch.testing.assert_close(
+            lora_state_dict(layers, "content")[f"unet.{name}.lora_B.weight"], layer.lora_B["content"].detach()
+        )
 
 
 def test_block_separation_off_makes_every_layer_both_sparse():
@@ -274,7 +296,11 @@ def test_block_separation_off_makes_every_layer_both_sparse():
     assert set(cs.blocks.values()) == {"both"}
     train(layers, cs, optimizer, range(2))
     assert cs.column_counts()[CONTENT_SPARSE_NAME] == {"content": 3, "style": 3}
-    assert set(ColumnSeparation(toy_layers(), max_train_steps=12).blocks.values()) == {"both", "content_sparse", "style_sparse"}
+    assert set(ColumnSeparation(toy_layers(), max_train_steps=12).blocks.values()) == {
+        "both",
+        "content_sparse",
+        "style_sparse",
+    }
 
 
 # ---------------------------------------------------------------------------------- the tiny SDXL base
@@ -292,7 +318,9 @@ def test_short_schedule_on_tiny_base_visits_reset_and_select():
     for step in range(12):
         noise = torch.randn(latents.shape, generator=g)
         kwargs = {"content_encoder_hidden_states": emb[1:2], "style_encoder_hidden_states": emb[2:3]}
-        pred = unet(latents + noise, torch.tensor([500]), emb[:1], added_cond_kwargs=cond, cross_attention_kwargs=kwargs).sample
+        pred = unet(
+            latents + noise, torch.tensor([500]), emb[:1], added_cond_kwargs=cond, cross_attention_kwargs=kwargs
+        ).sample
         loss = (pred - noise).square().mean()
         extra = cs.ortho_loss(layers)
         ortho.append(extra is not None)

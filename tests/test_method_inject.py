@@ -11,7 +11,6 @@ from torch import nn
 
 from unziplora.method import (
     UnZipLoRAAttnProcessor,
-    UnZipLoRALinear,
     fold,
     inject_unziplora,
     mode,
@@ -58,7 +57,10 @@ def inputs(batch: int = 1, seed: int = 0) -> dict:
         "sample": torch.randn(batch, 4, 8, 8, generator=g),
         "timestep": torch.tensor(500),
         "encoder_hidden_states": torch.randn(batch, 77, 64, generator=g),
-        "added_cond_kwargs": {"text_embeds": torch.randn(batch, 32, generator=g), "time_ids": torch.randn(batch, 6, generator=g)},
+        "added_cond_kwargs": {
+            "text_embeds": torch.randn(batch, 32, generator=g),
+            "time_ids": torch.randn(batch, 6, generator=g),
+        },
     }
 
 
@@ -68,7 +70,9 @@ def prompts(batch: int = 1, seed: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run(unet, kw: dict, ec=None, es=None) -> torch.Tensor:
-    extra = {} if ec is None and es is None else {"content_encoder_hidden_states": ec, "style_encoder_hidden_states": es}
+    extra = (
+        {} if ec is None and es is None else {"content_encoder_hidden_states": ec, "style_encoder_hidden_states": es}
+    )
     with torch.no_grad():
         return unet(**kw, cross_attention_kwargs=extra or None).sample
 
@@ -169,11 +173,19 @@ def test_classifier_free_guidance_batch_is_rowwise(unet):
     es[0] = 0.0
     both = run(unet, kw, ec, es)
     for row in range(2):
-        single = {**kw, "sample": kw["sample"][row : row + 1], "encoder_hidden_states": kw["encoder_hidden_states"][row : row + 1]}
+        single = {
+            **kw,
+            "sample": kw["sample"][row : row + 1],
+            "encoder_hidden_states": kw["encoder_hidden_states"][row : row + 1],
+        }
         single["added_cond_kwargs"] = {k: v[row : row + 1] for k, v in kw["added_cond_kwargs"].items()}
-        torch.testing.assert_close(both[row : row + 1], run(unet, single, ec[row : row + 1], es[row : row + 1]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            both[row : row + 1], run(unet, single, ec[row : row + 1], es[row : row + 1]), atol=1e-5, rtol=1e-5
+        )
     # one row of branch prompts is broadcast over the batch
-    torch.testing.assert_close(run(unet, kw, ec[1:], es[1:]), run(unet, kw, ec[1:].expand(2, -1, -1), es[1:].expand(2, -1, -1)))
+    torch.testing.assert_close(
+        run(unet, kw, ec[1:], es[1:]), run(unet, kw, ec[1:].expand(2, -1, -1), es[1:].expand(2, -1, -1))
+    )
 
 
 def test_mismatched_prompt_shapes_are_refused(unet):

@@ -52,7 +52,13 @@ def dense_reference(layer: UnZipLoRALinear, x, xc, xs):
 
 
 CASES = [
-    pytest.param(mode, active, separate, scales, id=f"{mode}-{'+'.join(active) or 'nomask'}-{'sep' if separate else 'shared'}-s{scales[0]}")
+    pytest.param(
+        mode,
+        active,
+        separate,
+        scales,
+        id=f"{mode}-{'+'.join(active) or 'nomask'}-{'sep' if separate else 'shared'}-s{scales[0]}",
+    )
     for mode, active, separate, scales in itertools.product(
         ("both", "content", "style"), ((), ("content",), ("content", "style")), (False, True), ((1.0, 1.0), (0.7, 1.3))
     )
@@ -73,7 +79,13 @@ def test_forward_and_grads_match_dense_reference(mode, active, separate, scales)
     xc = torch.randn(2, 5, IN, requires_grad=True) if separate else x
     xs = torch.randn(2, 5, IN, requires_grad=True) if separate else x
     weight = torch.randn(2, 5, OUT)
-    params = [x, *(xc, xs)[: 2 if separate else 0], *layer.lora_A.values(), *layer.lora_B.values(), *layer.merge.values()]
+    params = [
+        x,
+        *(xc, xs)[: 2 if separate else 0],
+        *layer.lora_A.values(),
+        *layer.lora_B.values(),
+        *layer.merge.values(),
+    ]
 
     ours = layer(x, content_input=xc if separate else None, style_input=xs if separate else None)
     g_ours = torch.autograd.grad((ours * weight).sum(), params, allow_unused=True)

@@ -41,13 +41,19 @@ def inputs(seed: int = 0) -> dict:
         "sample": torch.randn(1, 4, 8, 8, generator=g),
         "timestep": torch.tensor(500),
         "encoder_hidden_states": torch.randn(1, 77, 64, generator=g),
-        "added_cond_kwargs": {"text_embeds": torch.randn(1, 32, generator=g), "time_ids": torch.randn(1, 6, generator=g)},
+        "added_cond_kwargs": {
+            "text_embeds": torch.randn(1, 32, generator=g),
+            "time_ids": torch.randn(1, 6, generator=g),
+        },
     }
 
 
 def prompt_kwargs(seed: int = 3) -> dict:
     g = torch.Generator().manual_seed(seed)
-    return {"content_encoder_hidden_states": torch.randn(1, 77, 64, generator=g), "style_encoder_hidden_states": torch.randn(1, 77, 64, generator=g)}
+    return {
+        "content_encoder_hidden_states": torch.randn(1, 77, 64, generator=g),
+        "style_encoder_hidden_states": torch.randn(1, 77, 64, generator=g),
+    }
 
 
 def run(unet, kw=None) -> torch.Tensor:
@@ -91,7 +97,7 @@ def test_saved_lora_loads_in_plain_diffusers_pipeline(pipe, tmp_path, branch):
 
 
 def test_merge_state_dict_layout(pipe):
-    unet, layers = trained(pipe)
+    _, layers = trained(pipe)
     sd = merge_state_dict(layers)
     assert len(sd) == 4 * len(layers)
     name, layer = next(iter(layers.items()))
@@ -138,7 +144,9 @@ def test_cross_entry_loading_takes_content_and_style_from_different_entries(pipe
         assert layer.rank("content") == 8 and layer.rank("style") == 4
         torch.testing.assert_close(layer.merge["content"], layers_a[name].merge["content"])
         torch.testing.assert_close(layer.merge["style"], layers_b[name].merge["style"])
-        torch.testing.assert_close(layer.lora_B["style"], layers_b[name].lora_B["style"] * layers_b[name].mask("style")[:, None])
+        torch.testing.assert_close(
+            layer.lora_B["style"], layers_b[name].lora_B["style"] * layers_b[name].mask("style")[:, None]
+        )
     assert torch.isfinite(run(target, prompt_kwargs())).all()
     # without a style LoRA the style branch contributes nothing
     load_unziplora_state(target, lora_state_dict(layers_a, "content"), None, merge_state_dict(layers_a))

@@ -34,7 +34,13 @@ from unziplora.method.inject import (
 )
 from unziplora.method.layer import BRANCHES, MODES, UnZipLoRALinear
 from unziplora.method.processor import UnZipLoRAAttnProcessor
-from unziplora.method.selection import DEFAULT_THRESHOLD, column_scores, columns_per_round, select_columns, top_k_columns
+from unziplora.method.selection import (
+    DEFAULT_THRESHOLD,
+    column_scores,
+    columns_per_round,
+    select_columns,
+    top_k_columns,
+)
 from unziplora.method.state import (
     adapter_state_dict,
     load_adapter_state_dict,

@@ -133,10 +133,13 @@ class ColumnSeparation:
         self.blocks = {n: (block_class(n, table) if block_separation else BOTH) for n in self.layers}
         self.ortho_on = False
         self.history: list[dict[str, Any]] = []  # one entry per SELECT: step and columns gained
+        # Masks change only inside the hooks, so their float forms are cached between them.
         self._ortho_cache: list[tuple[list[torch.nn.Parameter], list[torch.nn.Parameter], torch.Tensor]] | None = None
+        self._grad_mask_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         if enabled and steps_per_epoch >= self.period:
             warnings.warn(
-                f"steps_per_epoch ({steps_per_epoch}) >= selection period ({self.period}): no column selection will happen",
+                f"steps_per_epoch ({steps_per_epoch}) >= selection period ({self.period}): "
+                "no column selection will happen",
                 stacklevel=2,
             )
         self._set_merges_trainable(False)
@@ -182,6 +185,7 @@ class ColumnSeparation:
                     layer.set_mask_active(branch, False)
             self._set_merges_trainable(False)
             self.ortho_on = False
+            self._invalidate()
         elif phase is Phase.SELECT:
             gained = {
                 name: select_columns(
@@ -195,11 +199,11 @@ class ColumnSeparation:
                 for name, layer in self.layers.items()
             }
             self.history.append({"step": int(step), "gained": gained})
+            self._invalidate()
             self._set_merges_trainable(True)
             self.ortho_on = True
         elif phase is Phase.MASKED:
             self._mask_merge_grads()
-        self._ortho_cache = None
         return phase
 
     @torch.no_grad()
@@ -228,14 +232,12 @@ class ColumnSeparation:
                     layer.set_mask_active(branch, True)
         self._set_merges_trainable(False)
         self.ortho_on = False
-        self._ortho_cache = None
+        self._invalidate()
 
     # ----------------------------------------------------------------------------- reporting
     def column_counts(self) -> dict[str, dict[str, int]]:
         """Selected columns per layer and branch (the union over the rounds so far)."""
-        return {
-            name: {b: int(layer.mask(b).sum()) for b in BRANCHES} for name, layer in self.layers.items()
-        }
+        return {name: {b: int(layer.mask(b).sum()) for b in BRANCHES} for name, layer in self.layers.items()}
 
     def group_counts(self) -> dict[str, dict[str, float]]:
         """Mean selected columns per attention group and branch, for logs (ALGORITHM 9, open questions)."""
@@ -257,7 +259,9 @@ class ColumnSeparation:
             "ortho_on": self.ortho_on,
             "merges_trainable": self._merges_trainable,
             "history": [dict(h) for h in self.history],
-            "masks": {n: {b: layer.mask(b).detach().cpu().clone() for b in BRANCHES} for n, layer in self.layers.items()},
+            "masks": {
+                n: {b: layer.mask(b).detach().cpu().clone() for b in BRANCHES} for n, layer in self.layers.items()
+            },
             "active": {n: {b: layer.mask_active(b) for b in BRANCHES} for n, layer in self.layers.items()},
         }
 
@@ -274,7 +278,7 @@ class ColumnSeparation:
         self.history = [dict(h) for h in state["history"]]
         self.ortho_on = bool(state["ortho_on"])
         self._set_merges_trainable(bool(state["merges_trainable"]))
-        self._ortho_cache = None
+        self._invalidate()
 
     # ----------------------------------------------------------------------------- internals
     def _set_merges_trainable(self, trainable: bool) -> None:
@@ -283,17 +287,28 @@ class ColumnSeparation:
             for b in BRANCHES:
                 layer.merge[b].requires_grad_(trainable)
 
+    def _invalidate(self) -> None:
+        """Masks or their on/off state changed: rebuild the cached float masks on next use."""
+        self._ortho_cache = None
+        self._grad_mask_cache = None
+
     @torch.no_grad()
     def _mask_merge_grads(self) -> None:
+        if self._grad_mask_cache is None:
+            self._grad_mask_cache = {
+                name: tuple(
+                    m.to(layer.merge["content"].dtype) for m in merge_grad_masks(layer, self.config["finetune_mask"])
+                )
+                for name, layer in self.layers.items()
+            }
         grads: list[torch.Tensor] = []
         masks: list[torch.Tensor] = []
-        for layer in self.layers.values():
+        for name, layer in self.layers.items():
             g_c, g_s = layer.merge["content"].grad, layer.merge["style"].grad
             if g_c is None or g_s is None:  # as the official code: only when both exist
                 continue
-            m_c, m_s = merge_grad_masks(layer, self.config["finetune_mask"])
             grads += [g_c, g_s]
-            masks += [m_c.to(g_c.dtype), m_s.to(g_s.dtype)]
+            masks += list(self._grad_mask_cache[name])
         if grads:
             torch._foreach_mul_(grads, masks)
 

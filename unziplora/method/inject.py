@@ -55,6 +55,9 @@ def inject_unziplora(
         dtype: dtype of the LoRA and merge tensors (fp32 masters by default).
         generator: CPU generator for the init; layers are initialised in the UNet's module order.
 
+    Cast the UNet to its training/inference dtype *before* injecting: a later ``unet.to(fp16)``
+    would also cast the fp32 LoRA masters (as in the official script, ALGORITHM 1.1).
+
     Returns:
         ``{module path: layer}`` such as ``down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q``.
     """
@@ -73,7 +76,12 @@ def inject_unziplora(
     layers: dict[str, UnZipLoRALinear] = {}
     for name, parent, child, base in targets:
         layer = UnZipLoRALinear(
-            base, rank, init=init, separate_inputs=prompt_separation and _is_cross_kv(name), dtype=dtype, generator=generator
+            base,
+            rank,
+            init=init,
+            separate_inputs=prompt_separation and _is_cross_kv(name),
+            dtype=dtype,
+            generator=generator,
         )
         for param in layer.merge.values():
             param.requires_grad_(False)  # frozen until the first SELECT (ALGORITHM 4.2)

@@ -72,8 +72,12 @@ class UnZipLoRALinear(nn.Module):
         device = base_layer.weight.device
         out, inp = self.out_features, self.in_features
         # LoRA weights and merges are fp32 masters even over a half-precision base (ALGORITHM 1.1).
-        self.lora_A = nn.ParameterDict({b: nn.Parameter(torch.empty(rank, inp, device=device, dtype=dtype)) for b in BRANCHES})
-        self.lora_B = nn.ParameterDict({b: nn.Parameter(torch.empty(out, rank, device=device, dtype=dtype)) for b in BRANCHES})
+        self.lora_A = nn.ParameterDict(
+            {b: nn.Parameter(torch.empty(rank, inp, device=device, dtype=dtype)) for b in BRANCHES}
+        )
+        self.lora_B = nn.ParameterDict(
+            {b: nn.Parameter(torch.empty(out, rank, device=device, dtype=dtype)) for b in BRANCHES}
+        )
         self.merge = nn.ParameterDict({b: nn.Parameter(torch.ones(out, device=device, dtype=dtype)) for b in BRANCHES})
         for b in BRANCHES:
             self.register_buffer(f"mask_{b}", torch.zeros(out, dtype=torch.bool, device=device))
@@ -195,7 +199,10 @@ class UnZipLoRALinear(nn.Module):
         branches = [b for b in self.branches_in_mode() if b not in self._folded]
         if not branches:
             return y
-        inputs = {"content": x if content_input is None else content_input, "style": x if style_input is None else style_input}
+        inputs = {
+            "content": x if content_input is None else content_input,
+            "style": x if style_input is None else style_input,
+        }
         lora_dtype = self.lora_A[branches[0]].dtype
         autocast = torch.is_autocast_enabled(x.device.type)
         groups: list[tuple[torch.Tensor, list[str]]] = []
@@ -208,7 +215,9 @@ class UnZipLoRALinear(nn.Module):
                 groups.append((inputs[b], [b]))
         for inp, members in groups:
             if inp.shape[:-1] != x.shape[:-1]:
-                raise ValueError(f"branch input shape {tuple(inp.shape)} does not match the base input {tuple(x.shape)}")
+                raise ValueError(
+                    f"branch input shape {tuple(inp.shape)} does not match the base input {tuple(x.shape)}"
+                )
             if not autocast:
                 inp = inp.to(lora_dtype)
             if len(members) == 1:
@@ -257,11 +266,13 @@ class UnZipLoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         ranks = ", ".join(f"{b}_rank={self.rank(b)}" for b in BRANCHES)
-        return f"in={self.in_features}, out={self.out_features}, {ranks}, mode={self._mode!r}, separate_inputs={self.separate_inputs}"
+        return (
+            f"in={self.in_features}, out={self.out_features}, {ranks}, mode={self._mode!r}, "
+            f"separate_inputs={self.separate_inputs}"
+        )
 
 
 def _refresh_after_load(module: nn.Module, incompatible_keys: Any) -> None:
     """``load_state_dict`` writes the on/off buffers; keep the Python mirrors in step."""
     if isinstance(module, UnZipLoRALinear):
         module.refresh_flags()
-

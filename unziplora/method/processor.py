@@ -46,7 +46,9 @@ def _match_batch(branch: torch.Tensor | None, encoder: torch.Tensor, name: str) 
     )
 
 
-def _project(proj: torch.nn.Module, x: torch.Tensor, content: torch.Tensor | None, style: torch.Tensor | None) -> torch.Tensor:
+def _project(
+    proj: torch.nn.Module, x: torch.Tensor, content: torch.Tensor | None, style: torch.Tensor | None
+) -> torch.Tensor:
     if isinstance(proj, UnZipLoRALinear) and proj.separate_inputs and (content is not None or style is not None):
         return proj(x, content_input=content, style_input=style)
     return proj(x)
@@ -88,7 +90,9 @@ class UnZipLoRAAttnProcessor:
         if encoder_hidden_states is None:  # self-attention: every branch sees h (ALGORITHM 2.2)
             encoder_hidden_states = hidden_states
         else:
-            content = _match_batch(content_encoder_hidden_states, encoder_hidden_states, "content_encoder_hidden_states")
+            content = _match_batch(
+                content_encoder_hidden_states, encoder_hidden_states, "content_encoder_hidden_states"
+            )
             style = _match_batch(style_encoder_hidden_states, encoder_hidden_states, "style_encoder_hidden_states")
             if attn.norm_cross:
                 encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
@@ -105,7 +109,9 @@ class UnZipLoRAAttnProcessor:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
-        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+        hidden_states = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+        )
         hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
 
         hidden_states = attn.to_out[0](hidden_states)

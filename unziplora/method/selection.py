@@ -57,7 +57,9 @@ def column_scores(
     return score, cone.sum(dim=1)
 
 
-def top_k_columns(score: torch.Tensor, tiebreak: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def top_k_columns(
+    score: torch.Tensor, tiebreak: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
     """Bool ``[out]`` mask of the ``k`` best columns by (score, tiebreak), lower index first on
     full ties; columns in ``exclude`` are never chosen (fewer than ``k`` if too few remain)."""
     chosen = torch.zeros(score.shape[0], dtype=torch.bool, device=score.device)

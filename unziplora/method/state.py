@@ -36,7 +36,7 @@ def _layers(target: nn.Module | Mapping[str, UnZipLoRALinear]) -> dict[str, UnZi
 
 
 def _strip(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {(k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k): v for k, v in sd.items()}
+    return {(k.removeprefix(PEFT_PREFIX)): v for k, v in sd.items()}
 
 
 def _cpu32(t: torch.Tensor) -> torch.Tensor:
@@ -72,8 +72,8 @@ def _check_coverage(what: str, keys: set[str], expected: set[str]) -> None:
     if missing or extra:
         first = (missing or extra)[0]
         raise IncompatibleEntriesError(
-            f"the {what} does not fit this UNet ({len(missing)} tensors missing, {len(extra)} unexpected, e.g. {first}); "
-            "it was probably trained on a different base model"
+            f"the {what} does not fit this UNet ({len(missing)} tensors missing, {len(extra)} unexpected, "
+            f"e.g. {first}); it was probably trained on a different base model"
         )
 
 
@@ -119,7 +119,10 @@ def load_unziplora_state(
     """
     layers = _layers(layers_or_unet)
     lora_keys = {f"{n}.lora_{x}.weight" for n in layers for x in ("A", "B")}
-    sources = {"content": None if content_sd is None else _strip(content_sd), "style": None if style_sd is None else _strip(style_sd)}
+    sources = {
+        "content": None if content_sd is None else _strip(content_sd),
+        "style": None if style_sd is None else _strip(style_sd),
+    }
     merge_sources = {"content": merges_sd, "style": merges_sd if style_merges_sd is None else style_merges_sd}
     for branch, sd in sources.items():
         if sd is not None:
@@ -153,7 +156,7 @@ def adapter_state_dict(layers: nn.Module | Mapping[str, UnZipLoRALinear]) -> dic
 def load_adapter_state_dict(layers: nn.Module | Mapping[str, UnZipLoRALinear], sd: Mapping[str, torch.Tensor]) -> None:
     """Inverse of :func:`adapter_state_dict` (strict: every adapter tensor must be present)."""
     for name, layer in _layers(layers).items():
-        own = {k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + ".")}
+        own = {k[len(name) + 1 :]: v for k, v in sd.items() if k.startswith(name + ".")}
         own.update({k: v for k, v in layer.state_dict().items() if k.startswith("base_layer.")})
         layer.load_state_dict(own, strict=True)
 
@@ -168,13 +171,15 @@ def read_lora_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
     except (SafetensorError, OSError, ValueError) as exc:
         raise DamagedEntryError(f"{path} is not a readable safetensors file ({exc}); the file is damaged.") from exc
     return tensors, metadata
 
 
-def write_lora_file(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
+def write_lora_file(
+    path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> Path:
     """Write ``state_dict`` as safetensors with ``{"format": "pt"}`` metadata, atomically."""
     from safetensors.torch import save_file
 
