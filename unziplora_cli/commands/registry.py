@@ -130,7 +130,7 @@ def _interactive() -> bool:
 
 def remove(
     ctx: typer.Context,
-    entry_ids: Annotated[list[str] | None, typer.Argument(metavar="ID...", help="Entry ids, unique prefixes or names.", show_default=False)] = None,
+    entry_ids: Annotated[list[str] | None, typer.Argument(metavar="ID", help="Entry ids, unique prefixes or names.", show_default=False)] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")] = False,
     registry: RegistryOpt = None,
