@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The tiny model's ops are so small that a second thread only adds synchronisation; one thread
+# per process is faster and keeps parallel subprocesses (torchrun tests) from fighting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 

@@ -94,12 +94,22 @@ def request_from_run(run: Any) -> Any:
     )
 
 
-def distributed() -> tuple[int, int]:
-    """(process index, number of processes) of a torchrun/accelerate launch, else (0, 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world <= 1:
+def distributed(device: str = "auto") -> tuple[int, int]:
+    """(process index, number of processes) of a torchrun/accelerate launch, else (0, 1).
+
+    Multi-process launches go through accelerate's ``PartialState``, which sets up the process
+    group that gathering the new ids needs. On CPU it must be told ``cpu=True`` to use gloo
+    (``accelerate launch --cpu`` starts only one process, so use ``torchrun`` there).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
         return 0, 1
-    return int(os.environ.get("RANK", "0")), world
+    from accelerate import PartialState
+
+    import torch
+
+    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    state = PartialState(cpu=cpu)
+    return state.process_index, state.num_processes
 
 
 def train_requests(
@@ -120,7 +130,7 @@ def train_requests(
     """
     from unziplora.train.trainer import Trainer
 
-    rank, world = distributed()
+    rank, world = distributed(device)
     mine = [r for i, r in enumerate(requests) if i % world == rank]
     if not mine:
         return []

@@ -80,6 +80,17 @@ class TrainConfig:
         if self.preview_every < 0 or self.checkpoint_every < 0:
             bad("preview_every" if self.preview_every < 0 else "checkpoint_every", "must not be negative")
 
+    def selection_warning(self, image_count: int) -> Optional[str]:
+        """A line for the user when the schedule leaves no step for column selection."""
+        period = -(-self.steps // self.sample_times)
+        if self.column_separation and image_count >= period:
+            return (
+                f"--steps {self.steps} with --sample-times {self.sample_times} gives selection rounds of {period} step(s), "
+                f"not more than the {image_count} image(s) per epoch: no columns will be selected, so content and style "
+                "will not be separated; train for more steps"
+            )
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

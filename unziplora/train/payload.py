@@ -11,6 +11,7 @@ staging directory and lands with one rename, or not at all.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from typing import Any
 
@@ -43,6 +44,25 @@ def _lora_metadata(part: str, entry_id: str, prompts: PromptSet, rank: int, base
     }
 
 
+def _rounds_per_group(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Columns gained at each SELECT, summed per attention group and branch."""
+    rounds = []
+    for item in history:
+        groups: dict[str, dict[str, int]] = {}
+        for name, gained in item.get("gained", {}).items():
+            slot = groups.setdefault(name.split(".transformer_blocks")[0], {"content": 0, "style": 0})
+            for branch in slot:
+                slot[branch] += int(gained.get(branch, 0))
+        rounds.append({"step": item.get("step"), "gained_per_group": groups})
+    return rounds
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_entry_payload(
     trainer: Any, registry: Any, request: Any, layers: dict[str, Any], columns: Any, result: Any, run_dir: Any = None
 ) -> Any:
@@ -65,6 +85,8 @@ def write_entry_payload(
         save_file(content, str(staging.dir / "content.safetensors"), metadata=_lora_metadata("content", entry_id, prompts, config.rank, base))
         save_file(style, str(staging.dir / "style.safetensors"), metadata=_lora_metadata("style", entry_id, prompts, config.rank, base))
         save_file(masks, str(staging.dir / "masks.safetensors"), metadata={"format": "pt", "unziplora.entry": entry_id})
+        for payload in ("content.safetensors", "style.safetensors", "masks.safetensors"):
+            os.chmod(staging.dir / payload, _umask_mode())  # safetensors writes 0600
         thumbnail(request.images[0].image).save(staging.dir / "source.png")
         if preview is not None:
             preview.save(staging.dir / "preview.png")
@@ -93,10 +115,9 @@ def write_entry_payload(
                 "device": trainer.placement.device,
                 "precision": trainer.placement.precision,
                 "save_precision": config.save_precision,
-                "base_loads": trainer.loads,
                 **request.extra,
             },
-            "columns": {"mean_per_group": columns.group_counts(), "rounds": columns.history},
+            "columns": {"mean_per_group": columns.group_counts(), "rounds": _rounds_per_group(columns.history)},
             "command": request.command,
         }
     return registry.get(entry_id)

@@ -78,7 +78,7 @@ def train(
 
     opts = run_options(ctx, registry=registry, json=json, quiet=quiet)
     settings = load_settings(registry=opts.registry, base_model=base, device=device, precision=precision)
-    rank_index, world = distributed()
+    rank_index, world = distributed(settings.device)
     progress = TrainProgress(quiet=opts.quiet or rank_index != 0)
     if resume:
         from unziplora.train.run import open_run
@@ -113,6 +113,10 @@ def train(
                 warn(line)
             else:
                 note(line, quiet=opts.quiet or rank_index != 0)
+        for req in prepared.requests[:1]:
+            message = config.selection_warning(len(req.images))
+            if message and rank_index == 0:
+                warn(message)
         _tiny_note(base_ref, opts.quiet)
         requests, runs = prepared.requests, []
     reg = Registry.from_settings(settings.registry)  # only now: a refused call must not touch the registry
