@@ -46,7 +46,7 @@ def prepare_requests(
     files, notes = collect_inputs([Path(p) for p in paths])
     images = [load_image(f, config.resolution) for f in files]
     for im in images:
-        notes.extend(f"{im.file_name}: {w}" for w in im.warnings)
+        notes.extend(im.warnings)
     words = dict(
         subject=subject, style=style, token=token or DEFAULT_TOKEN,
         prompt=prompt, content_prompt=content_prompt, style_prompt=style_prompt,

@@ -49,6 +49,7 @@ def list_entries(
         str | None, typer.Option("--filter", metavar="TEXT", help="Only entries whose id, name, subject, style or base contains TEXT.")
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", metavar="N", min=1, help="Show at most N entries.")] = None,
+    runs: Annotated[bool, typer.Option("--runs", help="List interrupted training runs (resume with 'unzip train --resume RUN').")] = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -58,6 +59,9 @@ def list_entries(
 
     opts = run_options(ctx, registry=registry, json=json, quiet=quiet)
     reg = _registry(opts.registry)
+    if runs:
+        _list_runs(reg.root, opts)
+        return
     everything = reg.list()
     entries = everything
     if filter_text:
@@ -84,6 +88,27 @@ def list_entries(
     damaged = [e.id for e in entries if e.damaged]
     if damaged:
         warn(f"{len(damaged)} damaged: {', '.join(damaged)}; see 'unzip show ID --verify' or 'unzip doctor'")
+
+
+def _list_runs(root: Any, opts: Any) -> None:
+    """Interrupted training runs: id, what they train, how far they got."""
+    from unziplora.train.run import list_runs
+
+    found = list_runs(root)
+    if opts.json:
+        emit_json([{"id": r.id, "path": str(r.path), "step": r.step, **r.record} for r in found])
+        return
+    if not found:
+        note("No interrupted training runs.", quiet=opts.quiet)
+        return
+    for r in found:
+        if opts.quiet:
+            data(r.id)
+            continue
+        prompts = r.record.get("prompts", {})
+        total = r.record.get("config", {}).get("steps", "?")
+        data(f"{r.id}  {prompts.get('subject') or '-'} / {prompts.get('style_words') or '-'}  step {r.step}/{total}  {r.record.get('created', '')}")
+    note("resume with: unzip train --resume RUN", quiet=opts.quiet)
 
 
 def show(

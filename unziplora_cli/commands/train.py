@@ -94,7 +94,9 @@ def train(
         if not images:
             raise ConfigError("no images given; pass one or more image files or folders (see 'unzip train --help').")
         config = TrainConfig(
-            steps=steps or settings.train.steps, rank=rank or settings.train.rank, resolution=resolution or settings.train.resolution,
+            steps=settings.train.steps if steps is None else steps,
+            rank=settings.train.rank if rank is None else rank,
+            resolution=settings.train.resolution if resolution is None else resolution,
             content_lr=content_lr, style_lr=style_lr, mask_lr=mask_lr, similarity_lambda=similarity_lambda,
             sample_times=sample_times, column_ratio=column_ratio, prompt_separation=not no_prompt_separation,
             column_separation=not no_column_separation, block_separation=not no_block_separation, optimizer=optimizer,
@@ -103,6 +105,7 @@ def train(
             checkpoint_every=checkpoint_every,
         )
         base_ref = settings.base_model
+        _check_base_and_device(base_ref, settings)  # cheap refusals before any image is read
         command = _command_line(images, subject, style, token, prompt, content_prompt, style_prompt, name, each, base_ref, config)
         prepared = prepare_requests(
             images, config=config, each=each, subject=subject, style=style, token=token, prompt=prompt,
@@ -164,6 +167,14 @@ def _report(entries: list[Any], world: int, rank_index: int, as_json: bool) -> N
     else:
         for record in records:
             data(record["id"])
+
+
+def _check_base_and_device(base_ref: str, settings: Any) -> None:
+    from unziplora.base_model import parse_base
+    from unziplora.device import resolve_placement
+
+    parse_base(base_ref)
+    resolve_placement(settings.device, settings.precision)
 
 
 def _tiny_note(base_ref: str, quiet: bool) -> None:
