@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from unziplora_cli._complete import entry_ids
 from unziplora_cli._frame import JsonOpt, QuietOpt, RegistryOpt, epilog, run_options
 from unziplora_cli._output import data, emit_json, human_bytes, note, warn
 
@@ -113,7 +114,7 @@ def _list_runs(root: Any, opts: Any) -> None:
 
 def show(
     ctx: typer.Context,
-    entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry id, unique id prefix, or name.")],
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry id, unique id prefix, or name.", autocompletion=entry_ids)],
     verify: Annotated[bool, typer.Option("--verify", help="Rehash every payload file and report what differs.")] = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
@@ -155,7 +156,7 @@ def _interactive() -> bool:
 
 def remove(
     ctx: typer.Context,
-    entry_ids: Annotated[list[str] | None, typer.Argument(metavar="ID", help="Entry ids, unique prefixes or names.", show_default=False)] = None,
+    entry_ids: Annotated[list[str] | None, typer.Argument(metavar="ID", help="Entry ids, unique prefixes or names.", show_default=False, autocompletion=entry_ids)] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")] = False,
     registry: RegistryOpt = None,

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from unziplora_cli._complete import run_ids
 from unziplora_cli._frame import BaseOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, RegistryOpt, epilog, run_options
 from unziplora_cli._output import data, emit_json, note, warn
 from unziplora_cli.progress import TrainProgress
@@ -37,7 +38,7 @@ def train(
     style_prompt: Annotated[Optional[str], _opt("--style-prompt", help="Override the style prompt.")] = None,
     name: Annotated[Optional[str], _opt("--name", help="A label for the entry (default: from the id).")] = None,
     each: Annotated[bool, _opt("--each", help="One entry per image (the base is loaded once).")] = False,
-    resume: Annotated[Optional[str], _opt("--resume", metavar="RUN", help="Finish an interrupted run (see 'unzip list --runs').")] = None,
+    resume: Annotated[Optional[str], _opt("--resume", metavar="RUN", help="Finish an interrupted run (see 'unzip list --runs').", autocompletion=run_ids)] = None,
     base: BaseOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
