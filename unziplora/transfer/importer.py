@@ -1,0 +1,236 @@
+"""``unzip import``: LoRAs made elsewhere become an ordinary registry entry, marked imported.
+
+Why it looks like a trained entry: ``unzip compose``/``restyle``/``export`` read the same three
+files whatever made them — ``content.safetensors`` and ``style.safetensors`` (PEFT keys
+``unet.<module>.lora_A/B.weight``, scale 1) and ``masks.safetensors`` (the layout of
+:func:`unziplora.method.state.merge_state_dict`: ``<module>.merge_<part>`` fp32 and
+``<module>.mask_<part>`` bool). An official output brings its merge vectors and (as zero ``up``
+rows) its column masks; plain LoRA files get merges and masks of one, so composing them is plain
+addition. The record says ``kind: "imported"`` and keeps where the files came from, with hashes.
+
+Everything is read and checked first (:mod:`unziplora.transfer.reading`); the registry is written
+only when all of it fits, in one atomic staging step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from unziplora.errors import ImportFormatError, PromptError
+from unziplora.formats.peft import DIFFUSERS_WEIGHT_NAME
+from unziplora.transfer.reading import ReadLoRA, check_fits, file_prompts, read_official, read_pair, sha256_of
+
+Ask = Callable[[str], str]
+MASKS_FILE = "masks.safetensors"
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _base(base: str | None) -> tuple[Any, dict[str, str]]:
+    from unziplora.base_model import fingerprint, parse_base
+    from unziplora.settings import load_settings
+
+    spec = parse_base(load_settings(base_model=base).base_model)
+    return spec, {"ref": spec.ref, "kind": spec.kind, "fingerprint": fingerprint(spec)}
+
+
+def resolve_prompts(
+    subject: str | None,
+    style: str | None,
+    headers: Mapping[str, Mapping[str, str]],
+    ask: Ask | None = None,
+) -> Any:
+    """The entry's PromptSet: words from the flags, else from the files' ``unziplora.prompts``,
+    else asked for (``ask("subject")``); prompts kept from the files when the words came from them.
+
+    Raises:
+        PromptError: words missing and nobody to ask.
+    """
+    from unziplora.prompts import DEFAULT_TOKEN, PromptSet, build_training_prompts
+
+    pc, ps = file_prompts(headers.get("content")), file_prompts(headers.get("style"))
+    words_subject = subject if subject is not None else pc.get("subject") or ps.get("subject")
+    words_style = style if style is not None else ps.get("style_words") or pc.get("style_words")
+    token = pc.get("token") or ps.get("token") or DEFAULT_TOKEN
+    missing = [flag for flag, value in (("--subject", words_subject), ("--style", words_style)) if not value]
+    if missing and ask is None:
+        what = " and ".join(flag.lstrip("-") for flag in missing)
+        raise PromptError(
+            f"the files do not say which {what} they hold; pass {' and '.join(missing)} "
+            '(e.g. --subject cat --style "pencil sketch")'
+        )
+    if not words_subject:
+        words_subject = ask("subject")  # type: ignore[misc]
+    if not words_style:
+        words_style = ask("style")  # type: ignore[misc]
+    built = build_training_prompts(words_subject, words_style, token)
+    if subject is not None or style is not None:
+        return built
+    combined = pc.get("combined") if pc.get("combined") and pc.get("combined") == ps.get("combined") else None
+    return PromptSet(
+        combined or built.combined,
+        pc.get("content") or built.content,
+        ps.get("style") or built.style,
+        token,
+        built.subject,
+        built.style_words,
+    )
+
+
+def _masks(read: ReadLoRA, content_ranks: Mapping[str, int], outs: Mapping[str, int]) -> dict[str, Any]:
+    """``masks.safetensors`` tensors: official merges/masks where known, ones elsewhere."""
+    import torch
+
+    merges, masks = read.merges or {}, read.masks or {}
+    out: dict[str, Any] = {}
+    for module in content_ranks:
+        for part in ("content", "style"):
+            merge = merges.get(f"{module}.merge_{part}")
+            mask = masks.get(f"{module}.mask_{part}")
+            out[f"{module}.merge_{part}"] = (
+                (merge if merge is not None else torch.ones(outs[module])).to(torch.float32).contiguous()
+            )
+            out[f"{module}.mask_{part}"] = (
+                (mask if mask is not None else torch.ones(outs[module])).to(torch.bool).contiguous()
+            )
+    return out
+
+
+def _lora_metadata(part: str, entry_id: str, prompts: Any, rank: int, base_ref: str, fmt: str) -> dict[str, str]:
+    from unziplora import __version__
+
+    return {
+        "format": "pt",
+        "unziplora.version": __version__,
+        "unziplora.entry": entry_id,
+        "unziplora.part": part,
+        "unziplora.rank": str(rank),
+        "unziplora.base": base_ref,
+        "unziplora.prompt": prompts.content if part == "content" else prompts.style,
+        "unziplora.prompts": json.dumps(prompts.to_dict(), ensure_ascii=False),
+        "unziplora.note": f"imported from {fmt} files; masks folded into lora_B; merge vectors are in masks.safetensors",
+    }
+
+
+def _write(
+    read: ReadLoRA,
+    registry: Any,
+    *,
+    subject: str | None,
+    style: str | None,
+    name: str | None,
+    base: str | None,
+    ask: Ask | None,
+) -> Any:
+    """Check ``read`` against the base, settle the words, and write the entry."""
+    from safetensors.torch import save_file
+
+    from unziplora.formats._keys import split_pairs
+    from unziplora.transfer.layout import base_projection_shapes
+
+    spec, base_record = _base(base)
+    shapes = base_projection_shapes(spec)
+    content_ranks = check_fits(read.content, shapes, "content LoRA", spec.ref)
+    style_ranks = check_fits(read.style, shapes, "style LoRA", spec.ref)
+    prompts = resolve_prompts(subject, style, read.headers, ask)
+    outs = {m: int(up.shape[0]) for m, (_d, up) in split_pairs(read.content).items()}
+    masks = _masks(read, content_ranks, outs)
+    rank_c, rank_s = max(content_ranks.values()), max(style_ranks.values())
+    sources = []
+    for path in read.files:
+        digest, size = sha256_of(path)
+        sources.append({"path": str(Path(path).resolve()), "sha256": digest, "bytes": size})
+    tensors = {
+        part: {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+        for part, sd in (("content", read.content), ("style", read.style))
+    }
+    with registry.new_entry(subject=prompts.subject or "", style=prompts.style_words or "", name=name) as staging:
+        for part, rank in (("content", rank_c), ("style", rank_s)):
+            meta = _lora_metadata(part, staging.id, prompts, rank, spec.ref, read.format)
+            save_file(tensors[part], str(staging.dir / f"{part}.safetensors"), metadata=meta)
+        save_file(masks, str(staging.dir / MASKS_FILE), metadata={"format": "pt", "unziplora.entry": staging.id})
+        for payload in ("content.safetensors", "style.safetensors", MASKS_FILE):
+            os.chmod(staging.dir / payload, _umask_mode())  # safetensors writes 0600
+        staging.record = {
+            "kind": "imported",
+            "imported": True,
+            "subject": prompts.subject or "",
+            "style": prompts.style_words or "",
+            "prompts": {"combined": prompts.combined, "content": prompts.content, "style": prompts.style},
+            "rare_token": prompts.token,
+            "sources": [],
+            "base": base_record,
+            "settings": {
+                "rank": max(rank_c, rank_s),
+                "rank_content": rank_c,
+                "rank_style": rank_s,
+                "modules": len(content_ranks),
+            },
+            "figures": {},
+            "provenance": {
+                "format": read.format,
+                "official_output": str(read.official_stem.resolve()) if read.official_stem else None,
+                "files": sources,
+            },
+        }
+    return registry.get(staging.id)
+
+
+def import_official(
+    path: str | os.PathLike[str],
+    registry: Any,
+    *,
+    subject: str | None = None,
+    style: str | None = None,
+    name: str | None = None,
+    base: str | None = None,
+    ask: Ask | None = None,
+) -> Any:
+    """Import an official UnZipLoRA output (``X`` or any of its pieces) as a new entry.
+
+    Args:
+        path: ``X``, ``X_content/``, ``X_style/``, either ``pytorch_lora_weights.safetensors`` or a
+            ``X_merger_*.pth``.
+        registry: the Registry to write into.
+        subject / style: the words (official outputs do not record them); else ``ask`` is called.
+        base: the base it was trained on (default: the configured base, SDXL base 1.0).
+
+    Returns:
+        The new Entry. Raises ImportFormatError / PromptError / BaseModelError with the registry unchanged.
+    """
+    given = Path(os.fspath(path)).expanduser()
+    if given.is_file() and given.suffix.lower() == ".safetensors" and given.name != DIFFUSERS_WEIGHT_NAME:
+        raise ImportFormatError(
+            f"{given} is a single LoRA file; import needs a content and a style LoRA (unzip import CONTENT STYLE) "
+            "or an official UnZipLoRA output"
+        )
+    return _write(read_official(path), registry, subject=subject, style=style, name=name, base=base, ask=ask)
+
+
+def import_files(
+    content_path: str | os.PathLike[str],
+    style_path: str | os.PathLike[str],
+    registry: Any,
+    *,
+    subject: str | None = None,
+    style: str | None = None,
+    name: str | None = None,
+    base: str | None = None,
+    ask: Ask | None = None,
+    skip_text_encoders: bool = False,
+) -> Any:
+    """Import a content and a style LoRA file (kohya or diffusers) as a new entry with merges of one.
+
+    Subject/style words default to what our own files record (``unziplora.prompts``).
+    ``skip_text_encoders`` drops text-encoder modules instead of refusing the file.
+    """
+    read = read_pair(content_path, style_path, skip_text_encoders=skip_text_encoders)
+    return _write(read, registry, subject=subject, style=style, name=name, base=base, ask=ask)
