@@ -1,0 +1,68 @@
+"""Writing generated images: one PNG per image with its record, and an optional contact sheet.
+
+Default folder: ``./unzip-out/<YYYYmmdd-HHMMSS>-<ids>/`` (a ``-2``, ``-3``... suffix when two
+runs start in the same second), so runs never overwrite each other. Light module (PIL only).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from unziplora.generate.pngmeta import save_png
+from unziplora.generate.sheet import grid
+
+DEFAULT_ROOT = Path("unzip-out")
+SHEET_NAME = "sheet.png"
+
+
+def default_out_dir(ids: Sequence[str | None], *, root: Path = DEFAULT_ROOT, now: datetime | None = None) -> Path:
+    """A fresh folder name under ``root`` made of the time and the entry ids (not created)."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    parts = "+".join(dict.fromkeys(i for i in ids if i)) or "images"
+    parts = re.sub(r"[^A-Za-z0-9._+-]", "-", parts)[:120]
+    candidate = root / f"{stamp}-{parts}"
+    counter = 2
+    while candidate.exists():
+        candidate = root / f"{stamp}-{parts}-{counter}"
+        counter += 1
+    return candidate
+
+
+def image_name(index: int, seed: int) -> str:
+    return f"{index:02d}-seed{seed}.png"
+
+
+@dataclass
+class Saved:
+    """What was written: one path per image (in order) and the sheet if asked for."""
+
+    paths: list[Path] = field(default_factory=list)
+    sheet: Path | None = None
+
+    def records(self, results: Sequence[Any]) -> list[dict[str, Any]]:
+        """JSON-ready records (``--json``): path plus the PNG record of each image."""
+        out = [{"path": str(p), **r.meta} for p, r in zip(self.paths, results)]
+        return out
+
+
+def save_results(results: Sequence[Any], out_dir: Path, *, sheet: bool = False) -> Saved:
+    """Write each :class:`Generated` as PNG (text chunks carry its record); optionally a sheet."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = Saved()
+    for result in results:
+        saved.paths.append(save_png(result.image, out_dir / image_name(result.index, result.seed), result.meta))
+    if sheet and results:
+        labels = [f"seed {r.seed}" for r in results]
+        picture = grid([r.image for r in results], labels=labels)
+        first = dict(results[0].meta)
+        first.pop("seed", None)
+        first.pop("index", None)
+        first["seeds"] = [r.seed for r in results]
+        saved.sheet = save_png(picture, out_dir / SHEET_NAME, first)
+    return saved
