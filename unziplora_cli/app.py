@@ -19,6 +19,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "doctor": ("doctor",),
     "registry": ("list", "show", "rm"),
     "train": ("train",),
+    "generate": ("compose", "restyle"),
     "transfer": ("export", "import"),
 }
 COMMAND_NAMES: set[str] = {name for names in COMMAND_MODULES.values() for name in names}
