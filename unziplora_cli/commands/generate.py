@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from unziplora.generate.options import DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH, sampler_help
+from unziplora_cli._complete import entry_ids
 from unziplora_cli._frame import BaseOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, RegistryOpt, epilog, run_options
 from unziplora_cli._output import data, emit_json, note, warn
 
@@ -114,8 +115,8 @@ def _run(ctx: typer.Context, run: Any, content: Optional[str], style: Optional[s
 def compose(
     ctx: typer.Context,
     context: Annotated[str, typer.Argument(help="Where or how, e.g. 'on a beach'.", show_default=False)] = "",
-    content: Annotated[Optional[str], typer.Option("--content", metavar="ID", help="Entry whose subject to draw.")] = None,
-    style: Annotated[Optional[str], typer.Option("--style", metavar="ID", help="Entry whose style to draw in.")] = None,
+    content: Annotated[Optional[str], typer.Option("--content", metavar="ID", help="Entry whose subject to draw.", autocompletion=entry_ids)] = None,
+    style: Annotated[Optional[str], typer.Option("--style", metavar="ID", help="Entry whose style to draw in.", autocompletion=entry_ids)] = None,
     prompt: PromptOpt = None,
     content_prompt: Annotated[Optional[str], typer.Option("--content-prompt", metavar="TEXT", help="Prompt of the content LoRA.")] = None,
     style_prompt: Annotated[Optional[str], typer.Option("--style-prompt", metavar="TEXT", help="Prompt of the style LoRA.")] = None,
@@ -167,7 +168,7 @@ def compose(
 
 def restyle(
     ctx: typer.Context,
-    style: Annotated[str, typer.Option("--style", metavar="ID", help="Entry whose style to use.", show_default=False)],
+    style: Annotated[str, typer.Option("--style", metavar="ID", help="Entry whose style to use.", show_default=False, autocompletion=entry_ids)],
     subject: Annotated[str, typer.Option("--subject", metavar="TEXT", help="What to draw, e.g. 'a lighthouse'.", show_default=False)],
     context: Annotated[str, typer.Option("--context", metavar="TEXT", help="Where or how, e.g. 'on a cliff'.")] = "",
     prompt: PromptOpt = None,

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from unziplora_cli._complete import entry_ids
 from unziplora_cli._frame import BaseOpt, JsonOpt, QuietOpt, RegistryOpt, epilog, run_options
 from unziplora_cli._output import data, emit_json, note
 
@@ -36,7 +37,7 @@ def _registry(path: Path | None) -> object:
 
 def export(
     ctx: typer.Context,
-    entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry id, unique id prefix, or name.")],
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry id, unique id prefix, or name.", autocompletion=entry_ids)],
     fmt: Annotated[
         str, typer.Option("-f", "--format", metavar="FORMAT", help="kohya (also: a1111, comfyui) or diffusers.")
     ] = "kohya",
@@ -45,7 +46,7 @@ def export(
     ] = "both",
     style_from: Annotated[
         str | None,
-        typer.Option("--style-from", metavar="ID2", help="Take the style (and its merges) from another entry."),
+        typer.Option("--style-from", metavar="ID2", help="Take the style (and its merges) from another entry.", autocompletion=entry_ids),
     ] = None,
     rank: Annotated[
         int | None, typer.Option("--rank", metavar="R", help="Reduce to rank R by SVD; prints the relative error.")

@@ -1,0 +1,10 @@
+_unziplora_completion() {
+    local IFS=$'
+'
+    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
+                   COMP_CWORD=$COMP_CWORD \
+                   _UNZIPLORA_COMPLETE=complete_bash $1 ) )
+    return 0
+}
+
+complete -o default -F _unziplora_completion unziplora
