@@ -115,3 +115,20 @@ def test_list_runs_shows_interrupted_runs(cli, populated: Path) -> None:
     plain = cli("list", "-q")
     assert plain.stdout.split()[0].startswith("cat-sketch-")
     assert "dog-run" not in plain.stdout
+
+
+def test_non_finite_loss_stops_with_one_line_and_no_entry(cli, populated: Path, tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    import unziplora.train.loop as loop
+
+    real = loop.diffusion_loss
+    monkeypatch.setattr(loop, "diffusion_loss", lambda *a, **k: real(*a, **k) * torch.tensor(float("nan")))
+    (tmp_path / "good.png").write_bytes(_png_bytes((64, 64)))
+    before = _snapshot(populated)
+    result = cli("train", str(tmp_path / "good.png"), "--subject", "cat", "--style", "sketch", "--base", "tiny-sdxl",
+                 "--steps", "3", "--resolution", "64", "-q")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1].startswith("error: the loss became nan at step 1; nothing was saved.")
+    assert _snapshot(populated) == before
