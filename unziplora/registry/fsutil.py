@@ -127,3 +127,10 @@ def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
                     stack.append((rel + "/", Path(item.path)))
                 else:
                     yield rel, item.stat(follow_symlinks=False)
+
+
+def chmod_to_umask(path: Path) -> None:
+    """Give ``path`` the mode a plain ``open()`` would (safetensors creates its files 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

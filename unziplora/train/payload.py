@@ -11,7 +11,6 @@ staging directory and lands with one rename, or not at all.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 
 from unziplora import __version__
 from unziplora.prompts import PromptSet
+from unziplora.registry.fsutil import chmod_to_umask
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -57,12 +57,6 @@ def _rounds_per_group(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rounds
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def write_entry_payload(
     trainer: Any, registry: Any, request: Any, layers: dict[str, Any], columns: Any, result: Any, run_dir: Any = None
 ) -> Any:
@@ -86,7 +80,7 @@ def write_entry_payload(
         save_file(style, str(staging.dir / "style.safetensors"), metadata=_lora_metadata("style", entry_id, prompts, config.rank, base))
         save_file(masks, str(staging.dir / "masks.safetensors"), metadata={"format": "pt", "unziplora.entry": entry_id})
         for payload in ("content.safetensors", "style.safetensors", "masks.safetensors"):
-            os.chmod(staging.dir / payload, _umask_mode())  # safetensors writes 0600
+            chmod_to_umask(staging.dir / payload)  # safetensors writes 0600
         thumbnail(request.images[0].image).save(staging.dir / "source.png")
         if preview is not None:
             preview.save(staging.dir / "preview.png")

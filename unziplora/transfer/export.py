@@ -23,6 +23,7 @@ from typing import Any
 
 from unziplora.errors import ConfigError, ExportError, IncompatibleEntriesError
 from unziplora.formats.peft import DIFFUSERS_WEIGHT_NAME
+from unziplora.registry.fsutil import chmod_to_umask
 
 FORMAT_ALIASES: dict[str, str] = {"kohya": "kohya", "a1111": "kohya", "comfyui": "kohya", "diffusers": "diffusers"}
 PARTS: tuple[str, ...] = ("content", "style", "both")
@@ -85,12 +86,6 @@ def output_path(out: str | os.PathLike[str] | None, fmt: str, stem: str, cwd: Pa
     raise ExportError(
         f"{path} is neither a .safetensors file name nor an existing folder; a kohya LoRA is one .safetensors file"
     )
-
-
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def _read(entry: Any, name: str) -> dict[str, Any]:
@@ -254,7 +249,7 @@ def export_entry(
         if created_folder:
             _remove_empty(path.parent)
         raise
-    os.chmod(path, _umask_mode())
+    chmod_to_umask(path)
     ranks = module_ranks(sd)
     return ExportResult(
         path=path,

@@ -22,16 +22,11 @@ from typing import Any
 
 from unziplora.errors import ImportFormatError, PromptError
 from unziplora.formats.peft import DIFFUSERS_WEIGHT_NAME
+from unziplora.registry.fsutil import chmod_to_umask
 from unziplora.transfer.reading import ReadLoRA, check_fits, file_prompts, read_official, read_pair, sha256_of
 
 Ask = Callable[[str], str]
 MASKS_FILE = "masks.safetensors"
-
-
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def _base(base: str | None) -> tuple[Any, dict[str, str]]:
@@ -158,7 +153,7 @@ def _write(
             save_file(tensors[part], str(staging.dir / f"{part}.safetensors"), metadata=meta)
         save_file(masks, str(staging.dir / MASKS_FILE), metadata={"format": "pt", "unziplora.entry": staging.id})
         for payload in ("content.safetensors", "style.safetensors", MASKS_FILE):
-            os.chmod(staging.dir / payload, _umask_mode())  # safetensors writes 0600
+            chmod_to_umask(staging.dir / payload)  # safetensors writes 0600
         staging.record = {
             "kind": "imported",
             "imported": True,
