@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -19,9 +18,6 @@ EXAMPLES = epilog(
     'id=$(unzip train photos/fox.png --subject fox --style "chalk art" --base tiny-sdxl --steps 8 --resolution 64 -q)',
     "unzip train photos/ --each --subject dog --style watercolor    # one entry per image, base loaded once",
 )
-
-P = "Training"  # help panel names are unused with plain help, kept short
-
 
 def _opt(*names: str, help: str, **kw: Any) -> Any:
     return typer.Option(*names, help=help, **kw)
