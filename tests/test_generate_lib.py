@@ -153,6 +153,18 @@ def test_base_weights_restored_bit_exactly_and_layers_unfolded(studio, entry_a, 
             assert "_unfolded_weight" not in layer._buffers
 
 
+def test_cross_kv_cache_changes_nothing_but_speed(studio, entry_a, entry_b, monkeypatch: pytest.MonkeyPatch):
+    from contextlib import nullcontext
+
+    from unziplora.generate import sampling
+
+    cached = studio.compose(entry_a, entry_b, "on a beach", seed=8, steps=3, width=64, height=64)[0]
+    monkeypatch.setattr(sampling, "cached_cross_kv", lambda unet: nullcontext(0))
+    uncached = studio.compose(entry_a, entry_b, "on a beach", seed=8, steps=3, width=64, height=64)[0]
+    assert np.array_equal(np.asarray(cached.image), np.asarray(uncached.image))
+    assert all("forward" not in vars(layer) for layer in unziplora_layers(studio.pipe.unet).values())  # patches undone
+
+
 def test_restyle_image_and_subject(studio, entry_b, tmp_path: Path):
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 96, 3), dtype=np.uint8)).save(photo)

@@ -6,7 +6,8 @@ prompt embeddings), which the UNet forwards to :class:`~unziplora.method.UnZipLo
 Speed (DESIGN.md: generation within 1.05x of plain SDXL): before sampling every branch whose
 input equals the base input is folded into the base weights, so those projections cost exactly
 what plain SDXL costs. Only with separated prompts do the cross-attention key/value branches stay
-live, and they act on 77 text tokens, not on the image tokens. Afterwards the weights are restored
+live; they act on the 77 text tokens only, and since those are the same at every step each K/V
+projection is computed once per image (:func:`cached_cross_kv`). Afterwards the weights are restored
 bit-exactly and every layer gets back the mode and fold state it had, so one loaded pipeline
 serves many calls (and a training run can sample previews mid-run).
 """
@@ -87,6 +88,47 @@ def prepared_layers(unet: torch.nn.Module, mode: str, *, fold_separate: bool) ->
             if was_folded:  # a folded layer with separate inputs had been folded with include_separate
                 layer.fold(include_separate=True)
         unet.train(was_training)
+
+
+def _is_cross_kv(name: str) -> bool:
+    return ".attn2." in f".{name}" and name.endswith((".to_k", ".to_v"))
+
+
+@contextmanager
+def cached_cross_kv(unet: torch.nn.Module) -> Iterator[int]:
+    """Compute each cross-attention key/value projection once per generation, not once per step.
+
+    Cross-attention K/V read only the prompt embeddings, which are the same tensors at every
+    denoising step (ALGORITHM.md Appendix B), so their outputs, live LoRA branches included, are
+    the same too. While active, every ``attn2.to_k``/``to_v`` wrapper returns its previous output
+    when called again with the very same input tensors (same objects, not modified since); any
+    other input is computed as usual. Yields how many projections are cached.
+    """
+    patched: list[Any] = []
+    for name, layer in unziplora_layers(unet).items():
+        if not _is_cross_kv(name):
+            continue
+        original = layer.forward
+        memo: dict[str, Any] = {}
+
+        def forward(x: torch.Tensor, content_input: Any = None, style_input: Any = None, *, _f: Any = original, _m: Any = memo) -> torch.Tensor:
+            inputs = (x, content_input, style_input)
+            versions = tuple(t._version if t is not None else None for t in inputs)
+            hit = _m.get("inputs")
+            if hit is not None and all(a is b for a, b in zip(hit, inputs)) and _m["versions"] == versions:
+                return _m["output"]
+            out = _f(x, content_input, style_input)
+            _m.update(inputs=inputs, versions=versions, output=out)
+            return out
+
+        layer.forward = forward  # instance attribute: nn.Module.__call__ finds it before the class method
+        patched.append((layer, memo))
+    try:
+        yield len(patched)
+    finally:
+        for layer, memo in patched:
+            del layer.forward
+            memo.clear()
 
 
 @dataclass
@@ -178,7 +220,7 @@ def sample_images(
     total = per_image * len(seeds)
     original_scheduler = pipe.scheduler
     images: list[Image.Image] = []
-    with prepared_layers(pipe.unet, plan.mode, fold_separate=not plan.separated):
+    with prepared_layers(pipe.unet, plan.mode, fold_separate=not plan.separated), cached_cross_kv(pipe.unet):
         cond = encode_plan(pipe, plan, negative=negative, guidance=guidance)
         try:
             for index, seed in enumerate(seeds):
