@@ -10,13 +10,12 @@ staging directory and lands with one rename, or not at all.
 
 from __future__ import annotations
 
-import json
 import shutil
 from typing import Any
 
 import torch
 
-from unziplora import __version__
+from unziplora.entry_files import lora_metadata, prompt_fields
 from unziplora.prompts import PromptSet
 from unziplora.registry.fsutil import chmod_to_umask
 
@@ -27,21 +26,6 @@ def slug_for(prompts: PromptSet) -> str:
     from unziplora.registry.ids import slug
 
     return slug(prompts.subject or "", prompts.style_words or "")
-
-
-def _lora_metadata(part: str, entry_id: str, prompts: PromptSet, rank: int, base: dict[str, Any]) -> dict[str, str]:
-    trigger = prompts.content if part == "content" else prompts.style
-    return {
-        "format": "pt",
-        "unziplora.version": __version__,
-        "unziplora.entry": entry_id,
-        "unziplora.part": part,
-        "unziplora.rank": str(rank),
-        "unziplora.base": base["ref"],
-        "unziplora.prompt": trigger,
-        "unziplora.prompts": json.dumps(prompts.to_dict(), ensure_ascii=False),
-        "unziplora.note": "masks folded into lora_B; merge vectors are in masks.safetensors",
-    }
 
 
 def _rounds_per_group(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -76,8 +60,8 @@ def write_entry_payload(
     base = {"ref": trainer.spec.ref, "kind": trainer.spec.kind, "fingerprint": trainer.base_fingerprint}
     with registry.new_entry(subject=prompts.subject or "", style=prompts.style_words or "", name=request.name) as staging:
         entry_id = staging.id
-        save_file(content, str(staging.dir / "content.safetensors"), metadata=_lora_metadata("content", entry_id, prompts, config.rank, base))
-        save_file(style, str(staging.dir / "style.safetensors"), metadata=_lora_metadata("style", entry_id, prompts, config.rank, base))
+        save_file(content, str(staging.dir / "content.safetensors"), metadata=lora_metadata("content", entry_id, prompts, config.rank, base["ref"]))
+        save_file(style, str(staging.dir / "style.safetensors"), metadata=lora_metadata("style", entry_id, prompts, config.rank, base["ref"]))
         save_file(masks, str(staging.dir / "masks.safetensors"), metadata={"format": "pt", "unziplora.entry": entry_id})
         for payload in ("content.safetensors", "style.safetensors", "masks.safetensors"):
             chmod_to_umask(staging.dir / payload)  # safetensors writes 0600
@@ -92,10 +76,7 @@ def write_entry_payload(
         staging.record = {
             "kind": "trained",
             "imported": False,
-            "subject": prompts.subject or "",
-            "style": prompts.style_words or "",
-            "prompts": {"combined": prompts.combined, "content": prompts.content, "style": prompts.style},
-            "rare_token": prompts.token,
+            **prompt_fields(prompts),
             "sources": [
                 {"name": s["file_name"], "sha256": s["sha256"], "bytes": s["size_bytes"], "width": s["width"], "height": s["height"]}
                 for s in (im.source_record() for im in request.images)

@@ -14,12 +14,12 @@ only when all of it fits, in one atomic staging step.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from unziplora.entry_files import lora_metadata, prompt_fields
 from unziplora.errors import ImportFormatError, PromptError
 from unziplora.formats.peft import DIFFUSERS_WEIGHT_NAME
 from unziplora.registry.fsutil import chmod_to_umask
@@ -99,22 +99,6 @@ def _masks(read: ReadLoRA, content_ranks: Mapping[str, int], outs: Mapping[str, 
     return out
 
 
-def _lora_metadata(part: str, entry_id: str, prompts: Any, rank: int, base_ref: str, fmt: str) -> dict[str, str]:
-    from unziplora import __version__
-
-    return {
-        "format": "pt",
-        "unziplora.version": __version__,
-        "unziplora.entry": entry_id,
-        "unziplora.part": part,
-        "unziplora.rank": str(rank),
-        "unziplora.base": base_ref,
-        "unziplora.prompt": prompts.content if part == "content" else prompts.style,
-        "unziplora.prompts": json.dumps(prompts.to_dict(), ensure_ascii=False),
-        "unziplora.note": f"imported from {fmt} files; masks folded into lora_B; merge vectors are in masks.safetensors",
-    }
-
-
 def _write(
     read: ReadLoRA,
     registry: Any,
@@ -149,7 +133,7 @@ def _write(
     }
     with registry.new_entry(subject=prompts.subject or "", style=prompts.style_words or "", name=name) as staging:
         for part, rank in (("content", rank_c), ("style", rank_s)):
-            meta = _lora_metadata(part, staging.id, prompts, rank, spec.ref, read.format)
+            meta = lora_metadata(part, staging.id, prompts, rank, spec.ref, origin=f"imported from {read.format} files")
             save_file(tensors[part], str(staging.dir / f"{part}.safetensors"), metadata=meta)
         save_file(masks, str(staging.dir / MASKS_FILE), metadata={"format": "pt", "unziplora.entry": staging.id})
         for payload in ("content.safetensors", "style.safetensors", MASKS_FILE):
@@ -157,10 +141,7 @@ def _write(
         staging.record = {
             "kind": "imported",
             "imported": True,
-            "subject": prompts.subject or "",
-            "style": prompts.style_words or "",
-            "prompts": {"combined": prompts.combined, "content": prompts.content, "style": prompts.style},
-            "rare_token": prompts.token,
+            **prompt_fields(prompts),
             "sources": [],
             "base": base_record,
             "settings": {
