@@ -74,7 +74,8 @@ def prepared_layers(unet: torch.nn.Module, mode: str, *, fold_separate: bool) ->
     layers = list(unziplora_layers(unet).values())
     saved = [(layer, layer.mode, bool(layer.folded)) for layer in layers]
     was_training = unet.training
-    unet.eval()  # no dropout, no gradient checkpointing while sampling
+    if was_training:  # walking every module costs milliseconds; skip it when already in eval mode
+        unet.eval()  # no dropout, no gradient checkpointing while sampling
     try:
         for layer in layers:
             layer.unfold()
@@ -87,7 +88,8 @@ def prepared_layers(unet: torch.nn.Module, mode: str, *, fold_separate: bool) ->
             layer.mode = old_mode
             if was_folded:  # a folded layer with separate inputs had been folded with include_separate
                 layer.fold(include_separate=True)
-        unet.train(was_training)
+        if was_training:
+            unet.train()
 
 
 def _is_cross_kv(name: str) -> bool:
