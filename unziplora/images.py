@@ -226,6 +226,22 @@ def _to_rgb(path: Path, img: Image.Image) -> Image.Image:
     raise InputImageError(f"cannot use {path}: unsupported pixel mode {mode!r}; convert it to an 8-bit RGB PNG or JPEG")
 
 
+def open_rgb(path: Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode one image file to RGB at its own size, with every check of :func:`load_image`.
+
+    EXIF orientation applied, transparency composited over white, 16-bit/CMYK/grayscale converted;
+    empty, broken, animated or oversized files raise :class:`InputImageError` with one line.
+    """
+    return _open(Path(path), max_pixels)[1]
+
+
+def _open(path: Path, max_pixels: int) -> tuple[bytes, Image.Image]:
+    data = _read_bytes(path)
+    if not data:
+        raise InputImageError(f"cannot use {path}: the file is empty (0 bytes); re-export or re-download it")
+    return data, _to_rgb(path, _decode(path, data, max_pixels))
+
+
 def load_image(path: Path, resolution: int, *, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     """Read, check and normalise one input image.
 
@@ -236,10 +252,7 @@ def load_image(path: Path, resolution: int, *, max_pixels: int = MAX_PIXELS) -> 
     if resolution < 1:
         raise ValueError(f"resolution must be a positive number of pixels; got {resolution}")
     path = Path(path)
-    data = _read_bytes(path)
-    if not data:
-        raise InputImageError(f"cannot use {path}: the file is empty (0 bytes); re-export or re-download it")
-    img = _to_rgb(path, _decode(path, data, max_pixels))
+    data, img = _open(path, max_pixels)
     width, height = img.size
     notes: list[str] = []
     side = min(width, height)

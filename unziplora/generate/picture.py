@@ -12,19 +12,14 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from unziplora.errors import InputImageError
-from unziplora.images import MAX_PIXELS, _decode, _read_bytes, _to_rgb
+from unziplora.images import open_rgb
 
 SIZE_MULTIPLE = 32  # SDXL's VAE (8) times its UNet's two downsamplings (4)
 
 
 def open_picture(path: str | Path) -> Image.Image:
     """Decode an image file to RGB (EXIF orientation applied, transparency over white)."""
-    path = Path(path)
-    data = _read_bytes(path)
-    if not data:
-        raise InputImageError(f"cannot use {path}: the file is empty (0 bytes); re-export or re-download it")
-    return _to_rgb(path, _decode(path, data, MAX_PIXELS))
+    return open_rgb(Path(path))
 
 
 def _round(value: float) -> int:
