@@ -145,3 +145,15 @@ def test_generate_commands_import_no_torch():
         "unziplora.generate.GenerationOptions; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unwritable_output_folder_is_refused_before_sampling(cli, pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import unziplora.generate.api as api
+
+    monkeypatch.setattr(api, "open_studio", lambda *a, **k: pytest.fail("the base was loaded before -o was checked"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = cli("compose", "--content", pair[0].id, "-o", str(blocker), *FAST)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1].startswith(f"error: cannot write images to {blocker}: ")

@@ -95,6 +95,7 @@ def test_broken_image_is_one_line_and_changes_nothing(cli, populated: Path, tmp_
         (["good.png", "--subject", "cat", "--style", "sketch", "--device", "cuda"], "error: device 'cuda' was requested but CUDA is not available"),
         (["--resume", "zzz-run"], "error: no resumable run matches 'zzz-run' (see 'unzip list --runs')."),
         ([], "error: no images given; pass one or more image files or folders"),
+        (["good.png", "--subject", "cat", "--style", "sketch", "--name", "a/b"], "error: 'a/b' is not a valid entry name"),
     ],
 )
 def test_bad_arguments_are_one_line(cli, populated: Path, tmp_path: Path, args: list[str], line: str) -> None:
@@ -132,3 +133,26 @@ def test_non_finite_loss_stops_with_one_line_and_no_entry(cli, populated: Path, 
     assert result.stdout == ""
     assert result.stderr.splitlines()[-1].startswith("error: the loss became nan at step 1; nothing was saved.")
     assert _snapshot(populated) == before
+
+
+def test_failed_training_keeps_a_checkpointed_run_resumable(cli, populated: Path, tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    import unziplora.train.loop as loop
+
+    calls = []
+    real = loop.diffusion_loss
+
+    def nan_after_four(*a, **k):
+        calls.append(1)
+        value = real(*a, **k)
+        return value * torch.tensor(float("nan")) if len(calls) > 4 else value
+
+    monkeypatch.setattr(loop, "diffusion_loss", nan_after_four)
+    (tmp_path / "good.png").write_bytes(_png_bytes((64, 64)))
+    result = cli("train", str(tmp_path / "good.png"), "--subject", "owl", "--style", "ink", "--base", "tiny-sdxl",
+                 "--steps", "8", "--resolution", "64", "--checkpoint-every", "2", "-q")
+    assert result.exit_code == 1
+    assert "error: the loss became nan at step 5" in result.stderr
+    runs = cli("list", "--runs", "-q").stdout.split()
+    assert any(r.startswith("owl-ink-run-") for r in runs)

@@ -69,5 +69,9 @@ class ExportError(UnZipLoRAError, OSError):
     """A LoRA file cannot be written as asked."""
 
 
+class OutputError(UnZipLoRAError, OSError):
+    """An output folder for generated images cannot be created or written."""
+
+
 class ImportFormatError(UnZipLoRAError, ValueError):
     """A file given to ``unzip import`` is not in a format we can read."""

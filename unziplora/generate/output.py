@@ -6,6 +6,7 @@ runs start in the same second), so runs never overwrite each other. Light module
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,25 @@ class Saved:
         """JSON-ready records (``--json``): path plus the PNG record of each image."""
         out = [{"path": str(p), **r.meta} for p, r in zip(self.paths, results)]
         return out
+
+
+def prepare_out_dir(out_dir: Path) -> bool:
+    """Create the output folder before sampling, so a bad ``-o`` fails before any work is done.
+
+    Returns True when this call created it (the caller removes it again if nothing is written).
+    """
+    from unziplora.errors import OutputError
+
+    existed = out_dir.is_dir()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".unziplora-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputError(f"cannot write images to {out_dir}: {reason}; pass -o with a folder you can write to") from exc
+    return not existed
 
 
 def save_results(results: Sequence[Any], out_dir: Path, *, sheet: bool = False) -> Saved:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,6 +44,10 @@ def prepare_requests(
     from unziplora.prompts import DEFAULT_TOKEN, resolve_training_prompts
     from unziplora.train.trainer import TrainRequest
 
+    if name is not None:
+        from unziplora.registry.ids import validate_name
+
+        validate_name(name)  # before any work: the registry would refuse it only after training
     files, notes = collect_inputs([Path(p) for p in paths])
     images = [load_image(f, config.resolution) for f in files]
     for im in images:
@@ -103,12 +108,13 @@ def distributed(device: str = "auto") -> tuple[int, int]:
     """
     if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
         return 0, 1
+    import torch
     from accelerate import PartialState
 
-    import torch
-
     cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    state = PartialState(cpu=cpu)
+    # Ranks with fewer images wait in the final gather while others still train (an SDXL run
+    # can take longer than the default 10-minute collective timeout).
+    state = PartialState(cpu=cpu, timeout=timedelta(hours=12))
     return state.process_index, state.num_processes
 
 

@@ -98,11 +98,12 @@ def train_loop(
     on_step: Optional[Callable[[StepReport], None]] = None,
     on_checkpoint: Optional[Callable[[int], None]] = None,
     stop_requested: Optional[Callable[[], bool]] = None,
+    scaler: Optional[torch.amp.GradScaler] = None,
 ) -> LoopResult:
     """Run optimizer steps ``start_step .. config.steps - 1``; the UNet holds injected layers."""
     params = [p for layer in layers.values() for group in (layer.lora_A, layer.lora_B, layer.merge) for p in group.values()]
-    use_scaler = dtype == torch.float16
-    scaler = torch.amp.GradScaler(device.split(":")[0], enabled=use_scaler) if use_scaler else None
+    if scaler is None and dtype == torch.float16:  # fp16 gradients underflow without loss scaling
+        scaler = torch.amp.GradScaler(device.split(":")[0])
     autocast = dtype != torch.float32
     count = posterior.mean.shape[0]
     num_train_timesteps = int(noise_scheduler.config.num_train_timesteps)

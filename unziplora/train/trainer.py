@@ -171,14 +171,20 @@ class Trainer:
             cond, posterior = self._encode(request)
             unet, layers, columns, optimizer = self._prepare_unet(config, len(request.images))
             generator = torch.Generator().manual_seed(config.seed + 1)
+            # fp16 needs loss scaling; its scale is part of the state a resume must restore.
+            scaler = torch.amp.GradScaler(self.placement.device.split(":")[0]) if self.placement.precision == "fp16" else None
             start = 0
             if ckpt.has_checkpoint(run.path):
                 state = ckpt.load_checkpoint(run.path)
                 _restore(layers, columns, optimizer, generator, state)
+                if scaler is not None and state.get("scaler"):
+                    scaler.load_state_dict(state["scaler"])
                 start = int(state["step"])
 
             def save(step: int) -> None:
-                ckpt.save_checkpoint(run.path, _snapshot(layers, columns, optimizer, generator, step))
+                snapshot = _snapshot(layers, columns, optimizer, generator, step)
+                snapshot["scaler"] = scaler.state_dict() if scaler is not None else None
+                ckpt.save_checkpoint(run.path, snapshot)
                 run.update(checkpoint_step=step)
 
             def step_hook(report: StepReport) -> None:
@@ -197,14 +203,15 @@ class Trainer:
                         unet=unet, layers=layers, columns=columns, optimizer=optimizer,
                         noise_scheduler=self.noise_scheduler, cond=cond, posterior=posterior, config=config,
                         generator=generator, device=self.placement.device, dtype=self.placement.dtype,
-                        start_step=start, on_step=step_hook, on_checkpoint=save, stop_requested=stop,
+                        start_step=start, on_step=step_hook, on_checkpoint=save, stop_requested=stop, scaler=scaler,
                     )
                 except TrainingInterrupted as stopped:
                     save(stopped.step)
                     raise TrainingStopped(run, stopped.step, config.steps) from None
             entry = write_entry_payload(self, registry, request, layers, columns, result, run.path)
         except TrainingError:
-            run.remove()
+            if not ckpt.has_checkpoint(run.path):  # a checkpointed run stays resumable
+                run.remove()
             raise
         except TrainingStopped:
             raise

@@ -86,7 +86,7 @@ def _run(ctx: typer.Context, run: Any, content: Optional[str], style: Optional[s
          precision: Optional[str], out: Optional[Path], sheet: bool, call: Any) -> None:
     """Resolve entries and base, load the studio, call ``call(studio, request, progress)``, write and print."""
     from unziplora.generate.api import open_studio, resolve
-    from unziplora.generate.output import default_out_dir, save_results
+    from unziplora.generate.output import default_out_dir, prepare_out_dir, save_results
     from unziplora.settings import load_settings
 
     settings = load_settings(registry=run.registry, device=device, precision=precision)
@@ -95,14 +95,21 @@ def _run(ctx: typer.Context, run: Any, content: Optional[str], style: Optional[s
         warn(line)
     if request.base.is_tiny:
         note(TINY_NOTE, quiet=run.quiet)
-    studio = open_studio(request.base, device=settings.device, precision=settings.precision)
-    progress = _Progress(run.quiet)
-    try:
-        results = call(studio, request, progress)
-    finally:
-        progress.close()
     ids = [e.id for e in (request.content, request.style) if e is not None]
-    saved = save_results(results, out if out is not None else default_out_dir(ids), sheet=sheet)
+    out_dir = out if out is not None else default_out_dir(ids)
+    created = prepare_out_dir(out_dir)
+    try:
+        studio = open_studio(request.base, device=settings.device, precision=settings.precision)
+        progress = _Progress(run.quiet)
+        try:
+            results = call(studio, request, progress)
+        finally:
+            progress.close()
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    saved = save_results(results, out_dir, sheet=sheet)
     if run.json:
         emit_json({"images": saved.records(results), "sheet": str(saved.sheet) if saved.sheet else None})
         return

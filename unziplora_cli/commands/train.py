@@ -80,6 +80,8 @@ def train(
     if resume:
         from unziplora.train.run import open_run
 
+        if world > 1:
+            raise ConfigError("--resume continues one run in one process; run it without torchrun/accelerate launch.")
         if images:
             raise ConfigError("--resume continues a run with its own images; do not pass images with it.")
         run = open_run(settings.registry, resume)
@@ -120,17 +122,26 @@ def train(
         _tiny_note(base_ref, opts.quiet)
         requests, runs = prepared.requests, []
     reg = Registry.from_settings(settings.registry)  # only now: a refused call must not touch the registry
+    finished: list[Any] = []
+
+    def done(entry: Any) -> None:
+        finished.append(entry)
+        progress.done(entry)
+
     try:
         if runs:
             entries = _resume(runs[0], requests[0], base_ref, reg, settings, progress)
         else:
             entries = train_requests(
                 requests, base=base_ref, registry=reg, device=settings.device, precision=settings.precision,
-                on_start=progress.start, on_step=progress.step, on_done=progress.done,
+                on_start=progress.start, on_step=progress.step, on_done=done,
             )
     except TrainingStopped as stopped:
         progress.close()
-        note(f"interrupted after step {stopped.step} of {stopped.total}; the registry is unchanged.")
+        for entry in finished:  # entries completed earlier in an --each batch are kept
+            data(entry.id)
+        saved = f"; {len(finished)} earlier entr{'y was' if len(finished) == 1 else 'ies were'} saved" if finished else ""
+        note(f"interrupted after step {stopped.step} of {stopped.total}; this run is not an entry yet{saved}.")
         note(f"resume with: unzip train --resume {stopped.run.id}")
         raise typer.Exit(130) from None
     except TrainingError:
