@@ -209,14 +209,10 @@ class Trainer:
                     save(stopped.step)
                     raise TrainingStopped(run, stopped.step, config.steps) from None
             entry = write_entry_payload(self, registry, request, layers, columns, result, run.path)
-        except TrainingError:
-            if not ckpt.has_checkpoint(run.path):  # a checkpointed run stays resumable
-                run.remove()
-            raise
         except TrainingStopped:
             raise
-        except BaseException:
-            if not ckpt.has_checkpoint(run.path):
+        except BaseException:  # a non-finite loss, a crash, a second Ctrl-C
+            if not ckpt.has_checkpoint(run.path):  # a checkpointed run stays resumable
                 run.remove()
             raise
         finally:
