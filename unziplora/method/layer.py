@@ -172,7 +172,10 @@ class UnZipLoRALinear(nn.Module):
         if branch not in self.branches_in_mode():
             return torch.zeros_like(merge)
         scale = self.scale_content if branch == "content" else self.scale_style
-        gate = merge * scale if self._mode == "both" else torch.full_like(merge, scale)
+        if self._mode == "both":
+            gate = merge if scale == 1.0 else merge * scale  # scale is 1 in training: one op fewer
+        else:
+            gate = torch.full_like(merge, scale)
         if self._active[branch]:
             gate = gate * self.mask(branch).to(gate.dtype)
         return gate
