@@ -23,8 +23,8 @@ def bare_unet() -> Any:
     return UNet2DConditionModel(**UNET_CONFIG)
 
 
-def random_layers(unet: Any, seed: int, rank: int = 4, boost: float = 1.0) -> dict[str, Any]:
-    """Inject layers with random factors, merges in [0.3, 1] and half the columns masked in."""
+def random_layers(unet: Any, seed: int, rank: int = 4, boost: float = 1.0, keep: float = 0.5) -> dict[str, Any]:
+    """Inject layers with random factors, merges in [0.3, 1] and a ``keep`` share of columns masked in."""
     from unziplora.method import inject_unziplora
 
     gen = torch.Generator().manual_seed(seed)
@@ -34,7 +34,7 @@ def random_layers(unet: Any, seed: int, rank: int = 4, boost: float = 1.0) -> di
             for branch in ("content", "style"):
                 layer.lora_B[branch].mul_(boost)
                 layer.merge[branch].copy_(torch.rand(layer.out_features, generator=gen) * 0.7 + 0.3)
-                layer.set_mask(branch, torch.rand(layer.out_features, generator=gen) > 0.5)
+                layer.set_mask(branch, torch.rand(layer.out_features, generator=gen) > 1.0 - keep)
                 layer.set_mask_active(branch, True)
     return layers
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from generate_helpers import random_layers as shared_random_layers
 
 BOOST = 1.0
 TINY_BASE = {"ref": "tiny-sdxl", "kind": "tiny", "fingerprint": "tiny-sdxl-v1"}
@@ -34,18 +35,7 @@ def tiny_unet() -> Any:
 
 
 def random_layers(unet: Any, seed: int, rank: int) -> dict[str, Any]:
-    from unziplora.method import inject_unziplora
-
-    gen = torch.Generator().manual_seed(seed)
-    layers = inject_unziplora(unet, rank, generator=gen)
-    with torch.no_grad():
-        for layer in layers.values():
-            for branch in ("content", "style"):
-                layer.lora_B[branch].mul_(BOOST)
-                layer.merge[branch].copy_(torch.rand(layer.out_features, generator=gen) * 0.7 + 0.3)
-                layer.set_mask(branch, torch.rand(layer.out_features, generator=gen) > 0.4)
-                layer.set_mask_active(branch, True)
-    return layers
+    return shared_random_layers(unet, seed, rank, boost=BOOST, keep=0.6)
 
 
 def make_entry(
