@@ -29,15 +29,6 @@ STYLE_SPARSE_NAME = "up_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.
 R, M, S, A = Phase.RESET, Phase.MASKED, Phase.SELECT, Phase.ACCUMULATE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and far faster when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def toy_layers(seed: int = 0) -> dict[str, UnZipLoRALinear]:
     torch.manual_seed(seed)
     return {

@@ -13,15 +13,6 @@ from unziplora.method import BRANCHES, UnZipLoRALinear
 IN, OUT, RANK = 12, 10, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is as fast, and far faster when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make_layer(seed: int = 0, bias: bool = True, separate: bool = False) -> UnZipLoRALinear:
     torch.manual_seed(seed)
     layer = UnZipLoRALinear(nn.Linear(IN, OUT, bias=bias), RANK, separate_inputs=separate)

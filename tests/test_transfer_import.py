@@ -32,14 +32,6 @@ class Foo:
     """Not a tensor: the weights-only unpickler must refuse it."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     return fake_official(tmp_path_factory.mktemp("official"), SHAPES)

@@ -26,14 +26,6 @@ from unziplora.transfer import export_entry
 TOLERANCE = {"fp32": 1e-5, "fp16": 1e-3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A registry with two entries, the tiny pipeline, and our native outputs per mode."""
