@@ -100,7 +100,10 @@ def test_remove_restores_plain_unet(unet):
     restored = remove_unziplora(unet)
     assert all(restored[n] is originals[n] and unet.get_submodule(n) is originals[n] for n in originals)
     assert {k: type(v) for k, v in unet.attn_processors.items()} == processors
-    assert torch.equal(run(unet, kw), expected)
+    # The original modules are back (identity, above): that is the exact part. The outputs get a
+    # float tolerance because inject froze the base (requires_grad=False), which may pick another
+    # CPU kernel than the run before injection did.
+    torch.testing.assert_close(run(unet, kw), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_equal_prompts_equal_ordinary_attention(unet):

@@ -43,7 +43,8 @@ def world(tmp_path_factory):
                 native[key, m] = run_unet(unet)
         native[key, "modules"] = set(layers)
     base_out = run_unet(pipe.unet)
-    return {"reg": reg, "a": a, "b": b, "pipe": pipe, "native": native, "base": base_out}
+    base_weights = {k: v.detach().clone() for k, v in pipe.unet.state_dict().items()}
+    return {"reg": reg, "a": a, "b": b, "pipe": pipe, "native": native, "base": base_out, "weights": base_weights}
 
 
 def load_and_run(pipe, path):
@@ -80,7 +81,17 @@ def test_exported_file_matches_native_application(world, tmp_path, fmt, part, dt
 
 
 def test_base_unchanged_after_unloading(world):
-    torch.testing.assert_close(run_unet(world["pipe"].unet), world["base"], atol=0, rtol=0)
+    """Unloading restores the base exactly: the weights are bit-identical (no kernel decides that).
+
+    The outputs are compared with a float tolerance only: PEFT leaves the restored parameters with
+    ``requires_grad=False``, which may select another CPU kernel than the first run (a 1e-6-scale
+    difference with identical weights), and a test must not pass or fail by the kernel picked.
+    """
+    weights = world["pipe"].unet.state_dict()
+    assert weights.keys() == world["weights"].keys()
+    for name, tensor in world["weights"].items():
+        assert torch.equal(weights[name], tensor), name
+    torch.testing.assert_close(run_unet(world["pipe"].unet), world["base"], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
