@@ -165,6 +165,9 @@ def load_pipeline(spec: BaseSpec, *, dtype: Any = None, device: str | None = Non
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BaseModelError(f"base model {spec.ref} could not be loaded: {reason}") from exc
     _check_sdxl(pipe, spec)
+    from unziplora.device import apply_cpu_threads
+
+    apply_cpu_threads(device or "cpu", pipe.unet)
     pipe.set_progress_bar_config(disable=True)
     if device is not None:
         pipe.to(device)

@@ -41,6 +41,7 @@ ENV_DEVICE = "UNZIPLORA_DEVICE"
 ENV_PRECISION = "UNZIPLORA_PRECISION"
 ENV_CONFIG = "UNZIPLORA_CONFIG"
 ENV_CACHE = "UNZIPLORA_CACHE"
+ENV_THREADS = "UNZIPLORA_THREADS"
 
 _TOP_KEYS = {"base_model": str, "device": str, "precision": str, "registry": str}
 _TRAIN_KEYS = {"steps": int, "rank": int, "resolution": int}
