@@ -20,6 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from unziplora_cli._errors import exit_code_for, message_for
+from unziplora_cli._usage import usage_message, with_full_stop
 
 DEBUG_ENV = "UNZIPLORA_DEBUG"
 
@@ -64,10 +65,17 @@ class UnzipGroup(TyperGroup):
             _say("error: interrupted.")
             code = 130
         except typer.TyperException as exc:  # Click's usage errors live under this public base
-            code = getattr(exc, "exit_code", 2)
-            text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            command = getattr(getattr(exc, "ctx", None), "command_path", prog_name or "unzip")
-            _say(f"error: {text.rstrip('.')}. See '{command} --help'.")
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                # `unzip` alone asks for help: give it, as help (stdout, exit 0), not as an error.
+                # A command called without its arguments gets its help too, but that is a mistake (2).
+                is_root = ctx.parent is None
+                typer.echo(ctx.get_help(), err=not is_root)
+                code = 0 if is_root else 2
+            else:
+                code = getattr(exc, "exit_code", 2)
+                command = getattr(ctx, "command_path", prog_name or "unzip")
+                _say(f"error: {with_full_stop(usage_message(exc))} See '{command} --help'.")
         except Exception as exc:  # noqa: BLE001 - mapped or re-raised below
             code = exit_code_for(exc)
             if code is None:

@@ -41,7 +41,22 @@ def wants_passthrough(argv: Sequence[str], commands: set[str]) -> bool:
     if any(key.endswith("_COMPLETE") and key.startswith("_UNZIP") for key in os.environ):
         return False  # shell completion for our own command
     word = first_word(argv)
-    return word is not None and word not in commands
+    if word is None or word in commands:
+        return False
+    return not _looks_like_our_typo(word, commands)
+
+
+def _looks_like_our_typo(word: str, commands: set[str]) -> bool:
+    """``unzip trian x.png``: a near-miss of a command of ours, and no archive of that name here.
+
+    Info-ZIP would answer "cannot find or open trian, trian.zip or trian.ZIP"; ours suggests
+    ``train``. An existing file (``trian`` or ``trian.zip``) still goes to Info-ZIP.
+    """
+    from unziplora_cli._usage import near_command
+
+    if word.startswith("-") or near_command(word, commands) is None:
+        return False
+    return not any(Path(word + suffix).exists() for suffix in ("", ".zip", ".ZIP"))
 
 
 def _is_ours(path: Path) -> bool:
