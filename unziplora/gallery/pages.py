@@ -20,13 +20,13 @@ body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;backg
 header{background:#1f2937;color:#f9fafb;padding:14px 24px;display:flex;gap:24px;align-items:baseline}
 header h1{font-size:20px;margin:0}header a{color:#93c5fd}
 main{padding:20px 24px;max-width:1400px;margin:auto}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:18px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:18px}
 .card{background:#fff;border-radius:10px;box-shadow:0 1px 3px rgba(0,0,0,.12);overflow:hidden;display:flex;flex-direction:column}
 .card a.title{display:block;font-weight:600;font-size:16px;color:#1d4ed8;text-decoration:none;padding:10px 12px 0}
 .thumbs{display:flex;gap:6px;padding:10px 12px;align-items:center;background:#fafafa}
-.thumbs img{image-rendering:pixelated;border-radius:4px;background:#e5e7eb}
-.thumbs .src{width:72px;height:72px;object-fit:cover}
-.thumbs .sheet{flex:1;min-width:0;height:72px;object-fit:contain;object-position:left}
+.thumbs img{image-rendering:pixelated;border-radius:4px}
+.thumbs .src{width:90px;height:90px;object-fit:cover;background:#e5e7eb}
+.thumbs .sheet{flex:1;min-width:0;height:90px;object-fit:contain;object-position:left}
 .meta{padding:4px 12px 12px;font-size:13px}
 .meta dl{display:grid;grid-template-columns:auto 1fr;gap:1px 10px;margin:6px 0 0}
 .meta dt{color:#6b7280}.meta dd{margin:0;overflow-wrap:anywhere}
@@ -35,7 +35,7 @@ main{padding:20px 24px;max-width:1400px;margin:auto}
 table{border-collapse:collapse;background:#fff;width:100%}
 td,th{border-bottom:1px solid #e5e7eb;padding:5px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 th{color:#6b7280;font-weight:500;white-space:nowrap}
-td.i{padding-left:28px}
+th.i{padding-left:28px}
 section{margin:0 0 26px}h2{font-size:17px;margin:0 0 8px}
 pre{background:#111827;color:#e5e7eb;padding:8px 10px;border-radius:6px;overflow-x:auto;margin:4px 0;white-space:pre-wrap}
 .cmd{display:flex;gap:8px;align-items:flex-start}.cmd pre{flex:1}
