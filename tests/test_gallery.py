@@ -123,3 +123,41 @@ def test_open_uses_webbrowser(cli, reg: Registry, monkeypatch: pytest.MonkeyPatc
 def test_gallery_imports_no_torch() -> None:
     code = "import sys, unziplora_cli.commands.gallery, unziplora.gallery.build; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the one-step exchange is Linux's renameat2")
+def test_site_never_disappears_during_rebuilds(cli, reg: Registry) -> None:
+    import threading
+
+    make_gallery_entry(reg)
+    _build(cli)
+    index = reg.root / "gallery" / "index.html"
+    missing, stop = [], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if not index.is_file():
+                missing.append(1)
+
+    watcher = threading.Thread(target=watch)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # let the watcher run between any two steps of the swap
+    watcher.start()
+    try:
+        for _ in range(20):
+            _build(cli)
+    finally:
+        stop.set()
+        watcher.join()
+        sys.setswitchinterval(interval)
+    assert not missing
+    assert index.read_text().count('class="card"') == 1
+
+
+def test_damaged_entry_is_marked(cli, reg: Registry) -> None:
+    entry = make_gallery_entry(reg)
+    (entry.path / "style.safetensors").write_bytes(b"short")
+    _build(cli)
+    site = reg.root / "gallery"
+    assert 'class="tag damaged"' in (site / "index.html").read_text()
+    assert "DAMAGED: style.safetensors is truncated" in (site / "e" / entry.id / "index.html").read_text()

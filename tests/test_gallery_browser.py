@@ -19,6 +19,7 @@ import pytest
 from gallery_helpers import HOSTILE, make_gallery_entry
 from PIL import Image
 
+from unziplora.generate.pngmeta import save_png
 from unziplora.registry import Registry
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -65,7 +66,11 @@ def test_gallery_in_chromium(cli, isolated_env: Path, tmp_path: Path) -> None:
     reg = Registry(isolated_env)
     cat = make_gallery_entry(reg, "cat", "pencil sketch", samples=True, prompts={"combined": HOSTILE, "content": "a sks cat", "style": "in pencil sketch style"})
     rose = make_gallery_entry(reg, "rose", "pop art", color=(30, 160, 90))
-    assert cli("gallery").exit_code == 0
+    made = tmp_path / "made"
+    made.mkdir()
+    save_png(Image.new("RGB", (24, 16), (250, 200, 0)), made / "beach.png",
+             {"prompts": {"prompt": HOSTILE}, "entries": {"content": cat.id, "style": rose.id}, "scales": {"content": 1.0, "style": 0.8}, "seed": 3})
+    assert cli("gallery", "--images", str(made)).exit_code == 0
     site = isolated_env / "gallery"
 
     index = _rendered(site / "index.html", tmp_path)
@@ -78,6 +83,11 @@ def test_gallery_in_chromium(cli, isolated_env: Path, tmp_path: Path) -> None:
     assert page["title"] != "pwned" and HOSTILE in page["text"]  # the prompt is shown as text, not run
     assert len(page["images"]) == 2 and all(i["w"] > 0 for i in page["images"])
     _check_links(page)
+
+    generated = _rendered(site / "images.html", tmp_path)
+    assert [i["w"] for i in generated["images"]] == [24] and HOSTILE in generated["text"] and generated["title"] != "pwned"
+    assert f"style: {rose.id} (scale 0.8)" in generated["text"] and "seed" in generated["text"]
+    _check_links(generated)
 
     shot = tmp_path / "index.png"
     _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1100,520", "--hide-scrollbars", (site / "index.html").as_uri())

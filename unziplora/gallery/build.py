@@ -1,5 +1,6 @@
 """Build the site: incremental (unchanged files are hard-linked from the last build, never
-rewritten) and atomic (written into a sibling folder, then swapped in with two renames).
+rewritten) and atomic (written into a sibling folder, then swapped in: one renameat2 exchange on Linux,
+two renames elsewhere).
 
 ``manifest.json`` in the site maps each file to a key: the sha256 of the HTML for pages, the
 recorded sha256 of the registry file for copied images. A file whose key did not change is
@@ -9,10 +10,12 @@ keeps reading complete files, since nothing in the old folder is ever modified i
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -112,16 +115,34 @@ def _read_manifest(site: Path) -> dict[str, str]:
     return value if isinstance(value, dict) else {}
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def _swap(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target``: rename the old site aside, rename the new one in, drop the old."""
+    """Put ``new`` at ``target``. On Linux the two folders trade places in one step, so ``target``
+    never stops existing; elsewhere the old site is renamed aside and the new one renamed in."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # now holds the old site
+        return
     old_aside = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.rename(target, old_aside)
+    os.rename(target, old_aside)
     try:
         os.rename(new, target)
     except OSError:
-        if old_aside.exists():
-            os.rename(old_aside, target)
+        os.rename(old_aside, target)
         raise
     shutil.rmtree(old_aside, ignore_errors=True)
 
