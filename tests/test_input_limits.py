@@ -1,0 +1,146 @@
+"""Inputs that could hang or flood a command: FIFOs, devices, huge or deeply nested files.
+
+Each call runs in a daemon thread with a deadline, so a regression fails the test instead of
+hanging the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from registry_helpers import make_entry
+
+from unziplora.registry import Registry
+
+DEADLINE_S = 20.0
+
+
+def within_deadline(fn: Any, *args: Any) -> Any:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(DEADLINE_S)
+    assert not thread.is_alive(), f"{fn} still running after {DEADLINE_S} s (hangs on the input)"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(name: str) -> None:
+        raise ValueError(f"bare {name} in JSON output")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture
+def two(isolated_env: Path) -> tuple[Registry, str, str]:
+    """A registry with a good entry and a second one whose entry.json each test spoils."""
+    reg = Registry(isolated_env)
+    good = make_entry(reg, "cat", "ink", size=10)
+    bad = make_entry(reg, "dog", "ink", size=10)
+    return reg, good.id, bad.id
+
+
+def _spoil_fifo(path: Path, original: str) -> None:
+    os.mkfifo(path)
+
+
+def _spoil_dev_zero_link(path: Path, original: str) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def _spoil_char_device(path: Path, original: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("making a device node needs root")
+    zero = os.stat("/dev/zero")
+    os.mknod(path, 0o600 | 0o020000, zero.st_rdev)
+
+
+def _spoil_deep(path: Path, original: str) -> None:
+    path.write_text("[" * 200_000 + "]" * 200_000)
+
+
+def _spoil_huge(path: Path, original: str) -> None:
+    with open(path, "wb") as handle:
+        handle.truncate(17 << 20)  # sparse: costs no disk
+
+
+def _spoil_nan(path: Path, original: str) -> None:
+    path.write_text(json.dumps(json.loads(original)).replace('"final_loss": 0.25', '"final_loss": NaN'))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "why"),
+    [
+        (_spoil_fifo, "entry.json is not a regular file"),
+        (_spoil_dev_zero_link, "entry.json is a symbolic link"),
+        (_spoil_char_device, "entry.json is not a regular file"),
+        (_spoil_deep, "entry.json is nested too deeply to be an entry"),
+        (_spoil_huge, "entry.json is 17825792 bytes, over the 16 MiB limit"),
+        (_spoil_nan, "entry.json holds NaN, which is not JSON"),
+    ],
+    ids=["fifo", "dev-zero-link", "char-device", "deep", "huge", "nan"],
+)
+def test_one_bad_entry_json_never_breaks_the_others(cli, two, spoil: Any, why: str) -> None:
+    reg, good, bad = two
+    target = reg.entries_dir / bad / "entry.json"
+    original = target.read_text()
+    target.unlink()
+    spoil(target, original)
+    listing = within_deadline(cli, "list")
+    assert listing.exit_code == 0 and good in listing.stdout and f"DAMAGED: {why}" in listing.stdout
+    rows = _strict_json(within_deadline(cli, "list", "--json").stdout)
+    assert {r["id"]: r["damaged"] for r in rows} == {good: None, bad: why}
+    shown = within_deadline(cli, "show", bad, "--json")
+    assert _strict_json(shown.stdout)["damaged"] == why
+    assert within_deadline(cli, "show", good, "--verify").exit_code == 0
+    doctor = within_deadline(cli, "doctor", "--json")
+    assert why in doctor.stdout
+    assert within_deadline(cli, "rm", bad, "--yes").exit_code == 0
+    assert reg.ids() == [good]
+
+
+def test_infinite_number_is_damaged_not_printed(cli, two) -> None:
+    reg, _, bad = two
+    path = reg.entries_dir / bad / "entry.json"
+    path.write_text(path.read_text().replace('"final_loss": 0.25', '"final_loss": 1e999'))
+    rows = _strict_json(cli("list", "--json").stdout)
+    assert [r["damaged"] for r in rows if r["id"] == bad] == ["entry.json holds the number 1e999, too large for JSON readers"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_config_that_is_not_a_file_is_one_line(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    path = tmp_path / "config.fifo"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path = Path("/dev/zero")
+    monkeypatch.setenv("UNZIPLORA_CONFIG", str(path))
+    result = within_deadline(cli, "list")
+    assert result.exit_code == 1
+    assert result.stderr == f"error: config file {path} is not a regular file; point UNZIPLORA_CONFIG at a config.toml.\n"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_input_image_that_is_not_a_file_is_one_line(cli, tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "cat.png"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    result = within_deadline(cli, "train", str(path), "--subject", "cat", "--style", "ink", "--base", "tiny-sdxl", "--steps", "1")
+    assert result.exit_code == 1, result.output
+    assert result.stderr == f"error: cannot read {path}: not a regular file (a pipe or a device?); pass an image file\n"
