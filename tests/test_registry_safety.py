@@ -211,3 +211,21 @@ def test_unusable_registry_path_is_one_line(cli, tmp_path: Path, where: str) -> 
         result = cli(*args, "--registry", str(path))
         assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: "), result.output
     assert afile.read_text() == "x"
+
+
+def test_control_characters_are_shown_visibly(cli, isolated_env: Path) -> None:
+    reg = Registry(isolated_env)
+    evil = "\x1b[2J\x1b]0;pwned\x07"
+    entry = make_entry(
+        reg, f"cat{evil}", "ink\x9b", sources=[{"name": f"img{evil}.png", "sha256": "ab" * 32, "bytes": 1}],
+        provenance={"header": f"ss_output_name {evil}"},
+    )
+    raw = json.loads((entry.path / "entry.json").read_text())
+    raw["name"] = f"name{evil}\u202e"
+    (entry.path / "entry.json").write_text(json.dumps(raw))
+    outputs = [cli("list").stdout, cli("show", entry.id).stdout, cli("rm", entry.id, "--dry-run").stdout]
+    for out in outputs:
+        assert not any(ch in out for ch in "\x1b\x07\x9b\u202e"), out
+        assert "\\x1b[2J\\x1b]0;pwned\\x07" in out
+    assert "\\u202e" in outputs[0] and "ink\\x9b" in outputs[1] and "img\\x1b" in outputs[1]
+    assert "ss_output_name \\u001b" in outputs[1]  # an object value is shown as JSON, which escapes it

@@ -14,7 +14,9 @@ from unziplora.errors import UnZipLoRAError
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    from unziplora_cli._output import visible
+
+    return visible(" ".join(str(text).split()))
 
 
 def exit_code_for(exc: BaseException) -> int | None:

@@ -10,7 +10,7 @@ import typer
 
 from unziplora_cli._complete import entry_ids
 from unziplora_cli._frame import JsonOpt, QuietOpt, RegistryOpt, epilog, run_options
-from unziplora_cli._output import data, emit_json, human_bytes, note, warn
+from unziplora_cli._output import data, emit_json, human_bytes, note, visible, warn
 
 
 class SortKey(str, Enum):
@@ -109,7 +109,7 @@ def _list_runs(root: Any, opts: Any) -> None:
         prompts = r.record.get("prompts") if isinstance(r.record.get("prompts"), dict) else {}
         config = r.record.get("config") if isinstance(r.record.get("config"), dict) else {}
         total = config.get("steps", "?")
-        data(f"{r.id}  {prompts.get('subject') or '-'} / {prompts.get('style_words') or '-'}  step {r.step}/{total}  {r.record.get('created', '')}")
+        data(visible(f"{r.id}  {prompts.get('subject') or '-'} / {prompts.get('style_words') or '-'}  step {r.step}/{total}  {r.record.get('created', '')}"))
     note("resume with: unzip train --resume RUN", quiet=opts.quiet)
 
 
@@ -147,7 +147,7 @@ def show(
     if problems:
         raise DamagedEntryError(f"entry {entry.id} failed verification: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     if entry.damaged and not opts.json and not verify:
-        warn(f"entry {entry.id} is damaged: {entry.damaged}")
+        warn(visible(f"entry {entry.id} is damaged: {entry.damaged}"))
 
 
 def _interactive() -> bool:
@@ -178,7 +178,7 @@ def remove(
     if not opts.json and not opts.quiet:
         width = max(len(i.id) for i in plan.items)
         for item in plan.items:
-            data(f"{item.id:<{width}}  {human_bytes(item.bytes):>10}  {item.name}" + ("  (damaged)" if item.damaged else ""))
+            data(f"{item.id:<{width}}  {human_bytes(item.bytes):>10}  {visible(item.name)}" + ("  (damaged)" if item.damaged else ""))
 
     def report(removed: list[str], freed: int) -> dict[str, Any]:
         items = [{"id": i.id, "name": i.name, "path": str(i.path), "bytes": i.bytes} for i in plan.items if i.id in removed]
