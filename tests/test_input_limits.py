@@ -144,3 +144,88 @@ def test_input_image_that_is_not_a_file_is_one_line(cli, tmp_path: Path, kind: s
     result = within_deadline(cli, "train", str(path), "--subject", "cat", "--style", "ink", "--base", "tiny-sdxl", "--steps", "1")
     assert result.exit_code == 1, result.output
     assert result.stderr == f"error: cannot read {path}: not a regular file (a pipe or a device?); pass an image file\n"
+
+
+# -- hostile LoRA files given to import ---------------------------------------------------------
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def lora_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A content LoRA (kohya) and a style LoRA (diffusers) exported from one tiny entry."""
+    from transfer_helpers import make_entry as make_trained_entry
+
+    from unziplora.transfer import export_entry
+
+    folder = tmp_path_factory.mktemp("hostile")
+    entry = make_trained_entry(Registry(folder / "reg"), subject="fox", style="chalk art", seed=7)
+    content = export_entry(entry, fmt="kohya", part="content", dtype="fp32", cwd=folder).path
+    style = export_entry(entry, fmt="diffusers", part="style", dtype="fp32", cwd=folder).path
+    return content, style
+
+
+def _refused(cli, *args: str) -> str:
+    result = cli("import", *args, "--base", "tiny-sdxl", "--subject", "fox", "--style", "chalk")
+    assert result.exit_code == 1 and result.stdout == "", result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    return result.stderr.removeprefix("error: ").rstrip("\n")
+
+
+def _first(tensors: dict[str, Any], suffix: str) -> str:
+    return next(k for k in sorted(tensors) if k.endswith(suffix))
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda t: t.to(torch.int8), "is int8; a LoRA holds float16, bfloat16 or float32 values"),
+        (lambda t: t > 0, "is bool; a LoRA holds"),
+        (lambda t: t.to(torch.complex64), "is complex64; a LoRA holds"),
+        (lambda t: t.to(torch.float8_e4m3fn), "is float8_e4m3fn; a LoRA holds"),
+        (lambda t: torch.full_like(t, float("nan")), "holds NaN or infinite values"),
+        (lambda t: torch.full_like(t, float("inf")), "holds NaN or infinite values"),
+        (lambda t: t[:0], "is empty (shape (0, "),
+        (lambda t: t.reshape(-1), "only linear LoRAs can be imported"),
+    ],
+    ids=["int8", "bool", "complex", "fp8", "nan", "inf", "empty", "rank-1"],
+)
+def test_import_refuses_bad_tensors(cli, tmp_path: Path, lora_pair, change: Any, expected: str) -> None:
+    from unziplora.formats.io import read_safetensors, write_safetensors
+
+    content, style = lora_pair
+    tensors, meta = read_safetensors(content)
+    key = _first(tensors, ".lora_down.weight")
+    tensors[key] = change(tensors[key])
+    write_safetensors(tmp_path / "bad.safetensors", tensors, meta)
+    assert expected in _refused(cli, str(tmp_path / "bad.safetensors"), str(style))
+
+
+def test_import_refuses_nan_alpha(cli, tmp_path: Path, lora_pair) -> None:
+    from unziplora.formats.io import read_safetensors, write_safetensors
+
+    content, style = lora_pair
+    tensors, meta = read_safetensors(content)
+    tensors[_first(tensors, ".alpha")] = torch.tensor(float("nan"))
+    write_safetensors(tmp_path / "bad.safetensors", tensors, meta)
+    assert "holds NaN or infinite values" in _refused(cli, str(tmp_path / "bad.safetensors"), str(style))
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"unet.lora_alpha": "x"}, "has lora_alpha 'x'; it must be a positive number"),
+        ({"unet.lora_alpha": 0}, "has lora_alpha 0; it must be a positive number"),
+        ({"unet.lora_alpha": 4, "unet.alpha_pattern": {"(": 2}}, "alpha_pattern '(' is not a valid pattern"),
+        ({"unet.lora_alpha": 4, "unet.alpha_pattern": [1]}, "alpha_pattern is not an object"),
+    ],
+    ids=["alpha-text", "alpha-zero", "bad-regex", "pattern-list"],
+)
+def test_import_refuses_bad_adapter_metadata(cli, tmp_path: Path, lora_pair, config: dict, expected: str) -> None:
+    from unziplora.formats.io import read_safetensors, write_safetensors
+
+    content, style = lora_pair
+    tensors, meta = read_safetensors(style)
+    meta = dict(meta, lora_adapter_metadata=json.dumps(config))
+    write_safetensors(tmp_path / "bad.safetensors", tensors, meta)
+    assert expected in _refused(cli, str(content), str(tmp_path / "bad.safetensors"))
