@@ -229,3 +229,48 @@ def test_import_refuses_bad_adapter_metadata(cli, tmp_path: Path, lora_pair, con
     meta = dict(meta, lora_adapter_metadata=json.dumps(config))
     write_safetensors(tmp_path / "bad.safetensors", tensors, meta)
     assert expected in _refused(cli, str(content), str(tmp_path / "bad.safetensors"))
+
+
+def test_huge_subject_is_refused_early(cli, tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "cat.png")
+    subject = "cat " * 12_500_000  # 50 MB
+    result = within_deadline(cli, "train", str(tmp_path / "cat.png"), "--subject", subject, "--style", "ink", "--base", "tiny-sdxl")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: a subject, style or prompt text is 50000000 characters long, over the limit of 2000 "
+        "(the text encoders read only about 77 words); shorten it\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("files", ["content.safetensors"], "entry.json: 'files' is missing or not an object"),
+        ("files", {"content.safetensors": {"sha256": "ab", "bytes": -1}}, "entry.json: file content.safetensors lacks sha256 or bytes"),
+        ("base", {"ref": ["x"]}, "entry.json: 'base.ref' is not text"),
+        ("base", "tiny", "entry.json: 'base' is not an object"),
+    ],
+)
+def test_wrong_field_types_mark_one_entry_damaged(cli, two, field: str, value: Any, why: str) -> None:
+    reg, good, bad = two
+    path = reg.entries_dir / bad / "entry.json"
+    record = json.loads(path.read_text())
+    record[field] = value
+    path.write_text(json.dumps(record))
+    rows = _strict_json(cli("list", "--json").stdout)
+    assert {r["id"]: r["damaged"] for r in rows} == {good: None, bad: why}
+    result = cli("compose", "--content", bad, "--style", good, "-o", "out")
+    assert result.exit_code == 1 and result.stderr.startswith(f"error: entry {bad} is damaged: {why}")
+
+
+def test_hostile_run_json_is_skipped(cli, isolated_env: Path) -> None:
+    reg = Registry(isolated_env)
+    make_entry(reg)
+    for name, text in {"a-run-0001": "[1, 2]", "b-run-0002": '{"prompts": [1], "config": 3}', "c-run-0003": "[" * 100_000}.items():
+        (reg.runs_dir / name).mkdir(parents=True)
+        (reg.runs_dir / name / "run.json").write_text(text)
+    os.mkfifo(reg.runs_dir / "d-run-0004")
+    result = within_deadline(cli, "list", "--runs")
+    assert result.exit_code == 0 and result.stdout.startswith("b-run-0002  - / -  step 0/?"), result.output
