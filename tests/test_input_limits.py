@@ -274,3 +274,48 @@ def test_hostile_run_json_is_skipped(cli, isolated_env: Path) -> None:
     os.mkfifo(reg.runs_dir / "d-run-0004")
     result = within_deadline(cli, "list", "--runs")
     assert result.exit_code == 0 and result.stdout.startswith("b-run-0002  - / -  step 0/?"), result.output
+
+
+# -- a full disk --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 64 KiB tmpfs (mounted only when running as root; skipped otherwise)."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill needs root")
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(cli, isolated_env: Path, tiny_disk: Path) -> None:
+    from transfer_helpers import make_entry as make_trained_entry
+
+    entry = make_trained_entry(Registry(isolated_env), subject="fox", style="chalk art", seed=7)
+    result = cli("export", entry.id, "--format", "diffusers", "--dtype", "fp32", "-o", str(tiny_disk / "out" / "fox"))
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: cannot write {tiny_disk / 'out' / 'fox'}") and result.stderr.count("\n") == 1
+    assert "no space left on the device" in result.stderr
+    assert list(tiny_disk.iterdir()) == []  # no .tmp file, no empty folders
+
+
+def test_png_on_a_full_disk_leaves_no_file(tiny_disk: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from unziplora.errors import OutputError
+    from unziplora.generate.pngmeta import save_png
+
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8))
+    with pytest.raises(OutputError, match="cannot write .*0001.png: No space left on device"):
+        save_png(noise, tiny_disk / "0001.png", {"seed": 1})
+    assert list(tiny_disk.iterdir()) == []
