@@ -319,3 +319,18 @@ def test_png_on_a_full_disk_leaves_no_file(tiny_disk: Path) -> None:
     with pytest.raises(OutputError, match="cannot write .*0001.png: No space left on device"):
         save_png(noise, tiny_disk / "0001.png", {"seed": 1})
     assert list(tiny_disk.iterdir()) == []
+
+
+def test_safetensors_disk_full_error_is_one_line(tiny_disk: Path) -> None:
+    """train and checkpoints write with safetensors directly: its full-disk error maps to one line."""
+    from safetensors.torch import save_file
+
+    from unziplora_cli._errors import exit_code_for, message_for
+
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - SafetensorError is what is under test
+        save_file({"w": torch.zeros(100_000)}, str(tiny_disk / "x.safetensors"))
+    assert type(caught.value).__name__ == "SafetensorError"
+    assert exit_code_for(caught.value) == 1
+    assert message_for(caught.value) == (
+        "cannot write a safetensors file: no space left on the device; free some disk space and run the command again."
+    )
