@@ -13,7 +13,6 @@ from typing import Any
 
 import typer
 
-
 # C0 and C1 controls, DEL, and the bidi overrides that reorder what a terminal shows.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 

@@ -15,6 +15,7 @@ from unziplora.registry.schema import STANDARD_KEYS
 from unziplora_cli._output import data as _data
 from unziplora_cli._output import human_bytes, visible
 
+
 def data(line: str = "") -> None:
     """One line of output with every control character made visible."""
     _data(visible(line))
