@@ -24,7 +24,8 @@ FORMAT_VERSION = 1
 MAX_MARKER_BYTES = 4096
 # Every name the registry itself puts at its top level (entries/, .tmp/, .trash/, runs/ are folders).
 OWN_FOLDERS = ("entries", ".tmp", ".trash", "runs")
-OWN_NAMES = frozenset((*OWN_FOLDERS, ".lock", MARKER))
+# "gallery" is where `unzip gallery` (merged on main as unziplora.gallery.build.SITE_DIRNAME) puts its site.
+OWN_NAMES = frozenset((*OWN_FOLDERS, ".lock", MARKER, "gallery"))
 _OWN_CHILD = {
     "entries": re.compile(r"^[a-z0-9][a-z0-9-]*$"),
     ".tmp": re.compile(r"^[a-z0-9][a-z0-9-]*(\.lock)?$"),
