@@ -405,10 +405,12 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     path = tmp_path / "secret.png"
     _noise((8, 8)).save(path)
 
-    def deny(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    def deny(file: object, *args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied", str(file))
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    import unziplora.images
+
+    monkeypatch.setattr(unziplora.images.os, "open", deny)  # the image is opened with os.open (never blocking)
     assert _refusal(path) == f"cannot read {path}: permission denied; make the file readable and try again"
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".
 
 # Twice PIL's default MAX_IMAGE_PIXELS: the size at which PIL itself raises DecompressionBombError.
 MAX_PIXELS = 178_956_970
+
+# Larger input files are refused before reading (a 179 MP PNG is far smaller).
+MAX_FILE_BYTES = 512 << 20
 
 # Formats PIL may use to open inputs. Restricting them keeps PIL away from EPS (which runs
 # Ghostscript) and other exotic decoders. Multi-picture JPEGs from phones open through "JPEG"
@@ -121,8 +126,20 @@ def collect_inputs(paths: list[Path]) -> tuple[list[Path], list[str]]:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The whole file, if it is a regular file under MAX_FILE_BYTES: a FIFO or ``/dev/zero`` is never read."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(st.st_mode):
+                raise InputImageError(f"cannot read {path}: not a regular file (a pipe or a device?); pass an image file")
+            if st.st_size > MAX_FILE_BYTES:
+                raise InputImageError(
+                    f"cannot read {path}: {st.st_size >> 20} MiB is over the {MAX_FILE_BYTES >> 20} MiB limit for an input image"
+                )
+            return handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise InputImageError(f"cannot read {path}: no such file; check the path") from None
     except IsADirectoryError:

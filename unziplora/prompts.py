@@ -70,7 +70,17 @@ class PromptSet:
         return cls(data["combined"], data["content"], data["style"], token, **optional)
 
 
+# Far above what the text encoders read (77 tokens); refused before any work, since a huge text
+# would also bloat every header and entry.json it is recorded in.
+MAX_TEXT_CHARS = 2000
+
+
 def _clean(text: str) -> str:
+    if len(text) > MAX_TEXT_CHARS:
+        raise PromptError(
+            f"a subject, style or prompt text is {len(text)} characters long, over the limit of {MAX_TEXT_CHARS} "
+            "(the text encoders read only about 77 words); shorten it"
+        )
     return " ".join(text.split())
 
 

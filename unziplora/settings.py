@@ -20,6 +20,7 @@ This module is light: it imports no torch.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -102,12 +103,27 @@ def _toml_error_line(path: Path, exc: Exception) -> str:
     return f"config file {path} is not valid TOML: {exc}. Fix or delete the file."
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_small_file(path: Path) -> bytes:
+    """A regular file's bytes; a FIFO or device (``/dev/zero``) or a huge file is refused, never read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"config file {path} is not a regular file; point {ENV_CONFIG} at a config.toml.")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is {st.st_size} bytes, over the 1 MiB limit for a config file.")
+        return handle.read(MAX_CONFIG_BYTES + 1)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """Parse and validate the config file; a missing file is an empty config."""
     if not path.exists():
         return {}
     try:
-        raw = path.read_bytes().decode("utf-8")
+        raw = _read_small_file(path).decode("utf-8")
         data = tomllib.loads(raw)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason}). Fix or delete the file.") from exc

@@ -12,7 +12,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from unziplora.registry.schema import STANDARD_KEYS
-from unziplora_cli._output import data, human_bytes
+from unziplora_cli._output import data as _data
+from unziplora_cli._output import human_bytes, visible
+
+
+def data(line: str = "") -> None:
+    """One line of output with every control character made visible."""
+    _data(visible(line))
 
 _UNITS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400), ("hour", 3600), ("minute", 60))
 
@@ -81,14 +87,15 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
     """
     right = {"RANK", "STEPS", "SIZE"}
     cap = 28 if sys.stdout.isatty() else 10_000
-    cells = [[c if len(c) <= cap else c[: cap - 1] + "~" for c in row] for row in rows]
+    cells = [[visible(c) for c in row] for row in rows]
+    cells = [[c if len(c) <= cap else c[: cap - 1] + "~" for c in row] for row in cells]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
 
     def line(row: list[str]) -> str:
         parts = [c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(row, widths, header)]
         return "  ".join(parts).rstrip()
 
-    data("\n".join([line(header)] + [line(r) for r in cells]))
+    _data("\n".join([line(header)] + [line(r) for r in cells]))
 
 
 def _kv(key: str, value: Any, indent: int = 0) -> None:

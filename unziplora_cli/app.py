@@ -17,7 +17,7 @@ from unziplora_cli._frame import GlobalOptions, make_app
 # reads these names without importing the modules; a test keeps them equal to what is registered.
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "doctor": ("doctor",),
-    "registry": ("list", "show", "rm"),
+    "registry": ("list", "show", "rm", "init"),
     "train": ("train",),
     "generate": ("compose", "restyle"),
     "transfer": ("export", "import"),

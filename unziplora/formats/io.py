@@ -70,11 +70,15 @@ def write_safetensors(
     bad = [k for k, v in meta.items() if not isinstance(k, str) or not isinstance(v, str)]
     if bad:
         raise ValueError(f"safetensors metadata values must be strings; not so for {bad[:3]}")
+    from safetensors import SafetensorError
+
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # removed again on failure
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create folder {path.parent}: {exc.strerror or exc}.") from None
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    done = False
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
         with open(tmp, "rb+") as fh:
@@ -91,13 +95,23 @@ def write_safetensors(
                 # Filesystems without hard links: fall back to the (checked above) replace.
                 os.replace(tmp, path)
         _fsync_dir(path.parent)
+        done = True
+    except SafetensorError as exc:  # safetensors reports a full disk or a failed write this way
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "No space left" in text or "os error 28" in text:
+            text = "no space left on the device; free some disk space and try again"
+        raise ExportError(f"cannot write {path}: {text}.") from None
     except OSError as exc:
         if isinstance(exc, ExportError):
             raise
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}.") from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if not done:
+            for folder in made:  # innermost first; only folders this call created, and only if empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return path
 
 

@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from unziplora.errors import ImportFormatError
 from unziplora.formats import metadata as md
@@ -90,13 +90,28 @@ def _scales(config_json: str | None, ranks: Mapping[str, int]) -> dict[str, floa
     )
     if "lora_alpha" not in config:
         return {}
+
+    def number(value: Any, what: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ImportFormatError(f"the file's lora_adapter_metadata has {what} {value!r}; it must be a positive number.")
+        return float(value)
+
     alpha_pattern = config.get("alpha_pattern") or {}
+    if not isinstance(alpha_pattern, dict):
+        raise ImportFormatError("the file's lora_adapter_metadata alpha_pattern is not an object.")
+    base_alpha = number(config["lora_alpha"], "lora_alpha")
     scales = {}
     for module, rank in ranks.items():
-        alpha = float(config["lora_alpha"])
+        if rank <= 0:
+            raise ImportFormatError(f"LoRA module {module!r} has rank 0.")
+        alpha = base_alpha
         for pattern, value in alpha_pattern.items():  # PEFT's get_pattern_key: suffix match
-            if re.fullmatch(rf"(.*\.)?({pattern})", module) or module.endswith(str(pattern)):
-                alpha = float(value)
+            try:
+                hit = re.fullmatch(rf"(.*\.)?({pattern})", module) or module.endswith(str(pattern))
+            except re.error as exc:
+                raise ImportFormatError(f"the file's lora_adapter_metadata alpha_pattern {str(pattern)[:60]!r} is not a valid pattern ({exc}).") from None
+            if hit:
+                alpha = number(value, f"alpha_pattern value for {str(pattern)[:60]!r}")
                 break
         scales[module] = alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
     return scales

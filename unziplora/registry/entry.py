@@ -10,7 +10,9 @@ work is not repeated (its content never changes). ``Entry.verify`` always rehash
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import stat
 import time
@@ -24,6 +26,22 @@ from unziplora.registry import schema
 from unziplora.registry.fsutil import hash_file, walk_files
 
 ENTRY_JSON = "entry.json"
+MAX_ENTRY_JSON_BYTES = 16 << 20  # a real one is a few KiB; anything far larger is not ours
+
+
+class _NotRegular(OSError):
+    """entry.json exists but is a link, FIFO, device or oversized: it is never read."""
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"entry.json holds {name}, which is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"entry.json holds the number {text[:20]}, too large for JSON readers")
+    return value
 
 
 @dataclass
@@ -97,11 +115,15 @@ def _parse_record(raw: bytes | None, entry_id: str) -> tuple[dict[str, Any], str
     if raw is None:
         return {}, "entry.json is missing", None
     try:
-        parsed = json.loads(raw.decode("utf-8"))
+        parsed = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
     except UnicodeDecodeError:
         return {}, "entry.json is not UTF-8 text", None
     except json.JSONDecodeError as exc:
         return {}, f"entry.json is not valid JSON ({exc.msg} at line {exc.lineno})", None
+    except RecursionError:
+        return {}, "entry.json is nested too deeply to be an entry", None
+    except ValueError as exc:  # NaN/Infinity, or an integer with thousands of digits
+        return {}, str(exc) if str(exc).startswith("entry.json") else f"entry.json is not usable JSON ({exc})", None
     try:
         record = schema.upgrade(parsed, entry_id)
     except SchemaVersionError as exc:
@@ -116,21 +138,35 @@ def _parse_record(raw: bytes | None, entry_id: str) -> tuple[dict[str, Any], str
     return record, issue, None
 
 
-def _read(path: str) -> tuple[bytes | None, int]:
-    """(content, mtime_ns) of a file; (None, 0) if it does not exist."""
+def read_plain(path: str) -> tuple[bytes | None, int]:
+    """(content, mtime_ns) of a plain file; (None, 0) if it does not exist.
+
+    Opened without following a link and without blocking on a FIFO; anything but a regular file
+    of a sane size raises _NotRegular, so a planted /dev/zero or pipe can neither hang nor flood us.
+    """
     try:
-        with open(path, "rb") as handle:
-            return handle.read(), os.fstat(handle.fileno()).st_mtime_ns
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None, 0
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotRegular(errno.ELOOP, "is a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegular(errno.EINVAL, "is not a regular file")
+        if st.st_size > MAX_ENTRY_JSON_BYTES:
+            raise _NotRegular(errno.EFBIG, f"is {st.st_size} bytes, over the {MAX_ENTRY_JSON_BYTES >> 20} MiB limit")
+        return handle.read(MAX_ENTRY_JSON_BYTES + 1), st.st_mtime_ns
 
 
 def mark_verified(path: Path, newest_ns: int) -> None:
     """Move entry.json's mtime to at least ``newest_ns`` (best effort: a read-only registry rehashes next time)."""
     target = max(time.time_ns(), newest_ns)
     try:
-        os.utime(path / ENTRY_JSON, ns=(target, target))
-    except OSError:
+        os.utime(path / ENTRY_JSON, ns=(target, target), follow_symlinks=False)
+    except (OSError, NotImplementedError):
         pass
 
 
@@ -142,6 +178,19 @@ def disk_bytes(path: Path) -> int:
         return 0
 
 
+def _linked_parent(folder: str, name: str) -> str | None:
+    """The first sub-folder of ``name`` that is a symlink or not a folder; None when all are plain folders."""
+    parts = name.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        sub = "/".join(parts[:depth])
+        try:
+            if not stat.S_ISDIR(os.lstat(os.path.join(folder, sub)).st_mode):
+                return sub
+        except OSError:
+            return None  # missing: the file check reports it
+    return None
+
+
 def load(path: Path, *, rehash: bool = False) -> Entry | None:
     """Read the entry at ``path``; None if the folder vanished meanwhile (removed by another process).
 
@@ -150,9 +199,11 @@ def load(path: Path, *, rehash: bool = False) -> Entry | None:
     entry_id = path.name
     folder = str(path)
     try:
-        raw, verified_ns = _read(os.path.join(folder, ENTRY_JSON))
+        raw, verified_ns = read_plain(os.path.join(folder, ENTRY_JSON))
     except NotADirectoryError:
         return Entry(entry_id, path, {}, "not a folder", 0, ["not a folder"])
+    except _NotRegular as exc:
+        raw, verified_ns, unreadable = None, 0, f"entry.json {exc.strerror}"
     except OSError as exc:
         raw, verified_ns, unreadable = None, 0, f"entry.json cannot be read ({exc.strerror})"
     else:
@@ -168,6 +219,10 @@ def load(path: Path, *, rehash: bool = False) -> Entry | None:
     size = len(raw or b"")
     for name, info in record["files"].items():
         file_path = os.path.join(folder, name)
+        linked = _linked_parent(folder, name)
+        if linked is not None:
+            problems.append(f"{name} lies under {linked}, which is not a plain folder (a link out of the entry?)")
+            continue
         try:
             st = os.lstat(file_path)
         except FileNotFoundError:

@@ -7,8 +7,10 @@ no-ops: single-writer use stays correct, concurrent writers lose their protectio
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -54,10 +56,14 @@ def try_lock(handle: IO[bytes]) -> bool:
 @contextmanager
 def writer_lock(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
     """Hold the registry's writer lock (``<root>/.lock``) for the duration of the block."""
-    try:
-        handle = open(path, "a+b")  # noqa: SIM115 - closed in finally
+    try:  # never through a symlink, never blocking on a FIFO planted there
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
     except OSError as exc:
-        raise RegistryError(f"cannot open the registry lock {path} ({exc.strerror}); check the folder permissions") from exc
+        raise RegistryError(f"cannot open the registry lock {path} ({exc.strerror}); it must be a plain file") from exc
+    handle = os.fdopen(fd, "r+b")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise RegistryError(f"the registry lock {path} is not a plain file; remove it")
     try:
         deadline = time.monotonic() + timeout
         delay = 0.002
@@ -106,7 +112,10 @@ def hash_file(path: Path, *, durable: bool = False) -> tuple[str, int]:
     """(sha256 hex, bytes) of a file; with ``durable`` also fsync it, in the same pass."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as handle:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a link or a FIFO is never read
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)

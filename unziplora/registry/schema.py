@@ -69,6 +69,9 @@ def problem(record: object) -> str | None:
     for key in _OBJECT_KEYS:
         if not isinstance(record.get(key, {}), dict):
             return f"entry.json: '{key}' is not an object"
+    base_ref = (record.get("base") or {}).get("ref")
+    if base_ref is not None and not isinstance(base_ref, str):
+        return "entry.json: 'base.ref' is not text"
     if record.get("kind", "trained") not in KINDS:
         return f"entry.json: 'kind' must be one of {', '.join(KINDS)}"
     if not isinstance(record.get("sources", []), list):
@@ -79,7 +82,8 @@ def problem(record: object) -> str | None:
     for name, info in files.items():
         if not safe_relpath(name):
             return f"entry.json: file name {name!r} points outside the entry"
-        if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or not isinstance(info.get("bytes"), int):
+        size = info.get("bytes") if isinstance(info, dict) else None
+        if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or not isinstance(size, int) or isinstance(size, bool) or size < 0:
             return f"entry.json: file {name} lacks sha256 or bytes"
     return None
 

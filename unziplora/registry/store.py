@@ -33,7 +33,7 @@ from typing import Any
 from unziplora import __version__
 from unziplora.errors import AmbiguousEntryError, DamagedEntryError, EntryNotFoundError, RegistryError
 from unziplora.registry import entry as entry_mod
-from unziplora.registry import ids, schema
+from unziplora.registry import ids, marker, schema
 from unziplora.registry.entry import ENTRY_JSON, Entry
 from unziplora.registry.fsutil import fsync_dir, hash_file, pause, try_lock, walk_files, write_file, writer_lock
 from unziplora.registry.removal import RemovalPlan, plan_removal
@@ -83,11 +83,76 @@ class Registry:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def ensure_dirs(self) -> None:
-        if self.root.exists() and not self.root.is_dir():
+    def _root_stat(self) -> os.stat_result | None:
+        """stat of the root (a symlinked root is the user's choice and is followed); None if absent."""
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            raise RegistryError(f"registry path {self.root} lies under a file, not a folder; pass --registry DIR or set UNZIPLORA_HOME") from None
+        except OSError as exc:
+            raise RegistryError(f"registry path {self.root} cannot be used ({exc.strerror}); pass --registry DIR or set UNZIPLORA_HOME") from exc
+        if not stat.S_ISDIR(st.st_mode):
             raise RegistryError(f"registry path {self.root} is a file, not a folder; pass --registry DIR or set UNZIPLORA_HOME")
+        return st
+
+    def _check_ours(self) -> None:
+        """Refuse a folder that is not a registry (no marker, and other things in it)."""
+        if marker.read_marker(self.root) is None:
+            reason = marker.foreign_reason(self.root)
+            if reason is not None:
+                raise marker.not_a_registry(self.root, reason)
+
+    def _own_folder(self, path: Path, *, create: bool) -> bool:
+        """Whether ``path`` is a plain folder (made when ``create``); a symlink or a file there is refused."""
+        if create:
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise RegistryError(f"cannot create {path} ({exc.strerror}); check the registry folder") from exc
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+            raise RegistryError(
+                f"{path} is {what}; the registry never follows links or writes through other files inside itself. "
+                "Replace it with a plain folder"
+            )
+        return True
+
+    def ensure_dirs(self, *, adopt: bool = False) -> None:
+        """Make the registry's folders (and its marker in a new or empty folder); refuse a foreign folder.
+
+        ``adopt`` (``unzip init``) takes a non-empty folder without a marker, as long as none of the
+        registry's own names in it hold foreign things.
+        """
+        if self._root_stat() is None:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RegistryError(f"cannot create the registry folder {self.root} ({exc.strerror}); pass --registry DIR") from exc
+            marker.write_marker(self.root)
+        elif marker.read_marker(self.root) is None:
+            reason = marker.foreign_reason(self.root, others_allowed=adopt)
+            if reason is not None and adopt:
+                raise RegistryError(
+                    f"cannot make {self.root} a registry: {reason}, and the registry would delete what is there; "
+                    "choose another folder"
+                )
+            if reason is not None:
+                raise marker.not_a_registry(self.root, reason)
+            try:
+                marker.write_marker(self.root)
+            except OSError as exc:
+                raise RegistryError(f"cannot write the registry marker in {self.root} ({exc.strerror}); check the folder permissions") from exc
         for folder in (self.entries_dir, self.tmp_dir, self.trash_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+            self._own_folder(folder, create=True)
+        self._own_folder(self.runs_dir, create=False)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -96,32 +161,47 @@ class Registry:
             yield
 
     def sweep(self) -> None:
-        """Delete what dead writers left in ``.tmp`` and ``.trash``; call with the writer lock held."""
-        for item in list(self.tmp_dir.iterdir()):
-            if item.suffix == ".lock":
-                if not (self.tmp_dir / item.stem).exists():
-                    self._drop_if_unheld(item, None)
-            elif item.is_dir():
-                self._drop_if_unheld(self.tmp_dir / f"{item.name}.lock", item)
-        for item in list(self.trash_dir.iterdir()):
-            if item.is_dir():
-                shutil.rmtree(item, ignore_errors=True)
-            else:
-                item.unlink(missing_ok=True)
+        """Delete what dead writers left in ``.tmp`` and ``.trash``; call with the writer lock held.
+
+        Both folders are opened without following links and worked on through their descriptors, so
+        a link planted anywhere in them is at most unlinked, never followed.
+        """
+        with _open_own_dir(self.tmp_dir) as tmp_fd:
+            with os.scandir(tmp_fd) as it:
+                items = list(it)
+            present = {i.name for i in items}
+            for item in items:
+                if item.is_symlink():
+                    _unlink_at(item.name, tmp_fd)
+                elif item.name.endswith(".lock"):
+                    if item.name[: -len(".lock")] not in present:
+                        self._drop_if_unheld(tmp_fd, item.name, None)
+                elif item.is_dir(follow_symlinks=False):
+                    self._drop_if_unheld(tmp_fd, f"{item.name}.lock", item.name)
+        with _open_own_dir(self.trash_dir) as trash_fd:
+            with os.scandir(trash_fd) as it:
+                items = list(it)
+            for item in items:
+                if item.is_dir(follow_symlinks=False):
+                    shutil.rmtree(item.name, dir_fd=trash_fd, ignore_errors=True)
+                else:
+                    _unlink_at(item.name, trash_fd)
 
     @staticmethod
-    def _drop_if_unheld(lock_file: Path, folder: Path | None) -> None:
-        try:
-            fd = os.open(lock_file, os.O_RDWR)  # never O_CREAT: a finishing writer may have just unlinked it
+    def _drop_if_unheld(dir_fd: int, lock_name: str, folder: str | None) -> None:
+        try:  # never O_CREAT: a finishing writer may have just unlinked it
+            fd = os.open(lock_name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
         except FileNotFoundError:
             fd = None
+        except OSError:
+            return  # not a lock file we could have made: leave it
         handle = os.fdopen(fd, "r+b") if fd is not None else None
         try:
             if handle is not None and not try_lock(handle):
                 return  # its writer is alive
             if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
-            lock_file.unlink(missing_ok=True)
+                shutil.rmtree(folder, dir_fd=dir_fd, ignore_errors=True)
+            _unlink_at(lock_name, dir_fd)
         finally:
             if handle is not None:
                 handle.close()
@@ -227,10 +307,11 @@ class Registry:
 
     def ids(self) -> list[str]:
         """Ids of every entry folder, sorted; unaddressable folder names are ignored."""
-        if not self.root.exists():
+        if self._root_stat() is None:
             return []
-        if not self.root.is_dir():
-            raise RegistryError(f"registry path {self.root} is a file, not a folder; pass --registry DIR or set UNZIPLORA_HOME")
+        self._check_ours()
+        if not self._own_folder(self.entries_dir, create=False):
+            return []
         try:
             with os.scandir(self.entries_dir) as it:
                 names = [d.name for d in it if d.is_dir(follow_symlinks=False) and not d.name.startswith(".")]
@@ -265,8 +346,9 @@ class Registry:
         names = {}
         for entry_id in known:
             try:
-                name = json.loads((self.entries_dir / entry_id / ENTRY_JSON).read_bytes()).get("name")
-            except (OSError, ValueError, AttributeError):
+                raw, _ = entry_mod.read_plain(str(self.entries_dir / entry_id / ENTRY_JSON))
+                name = json.loads(raw or b"{}").get("name")
+            except (OSError, ValueError, AttributeError, RecursionError):
                 continue
             if isinstance(name, str):
                 names[entry_id] = name
@@ -307,6 +389,28 @@ class Registry:
         """Remove entries (renamed out of ``entries/`` first, then deleted); returns the plan carried out."""
         plan = self.plan_removal(texts)
         return plan if dry_run else plan.execute()
+
+
+@contextmanager
+def _open_own_dir(path: Path) -> Iterator[int]:
+    """A descriptor of the registry folder ``path``, refusing a symlink in its place."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise RegistryError(f"{path} is not a plain folder ({exc.strerror}); the registry never follows links inside itself") from exc
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _unlink_at(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        pass
 
 
 def _addressable(name: str) -> bool:

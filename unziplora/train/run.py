@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from unziplora.errors import AmbiguousEntryError, EntryNotFoundError, InvalidEntryIdError
+from unziplora.registry.entry import read_plain
 
 RUNS = "runs"
 RUN_FILE = "run.json"
@@ -72,13 +73,22 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def runs_dir(root: Path) -> Path:
-    return root / RUNS
+    """``<root>/runs``; refused when it is a symlink or a file (the registry never follows links)."""
+    path = root / RUNS
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        from unziplora.errors import RegistryError
+
+        raise RegistryError(f"{path} is not a plain folder; the registry never follows links inside itself. Replace it with a plain folder")
+    return path
 
 
 def create_run(root: Path, slug: str, record: dict[str, Any]) -> Run:
     """A new run directory with a fresh id ``<slug>-run-<hex4>`` and its run.json."""
+    from unziplora.registry import Registry
+
+    Registry(root).ensure_dirs()  # refuses a folder that is not a registry before anything is made in it
     base = runs_dir(root)
-    base.mkdir(parents=True, exist_ok=True)
+    base.mkdir(exist_ok=True)
     while True:
         run_id = f"{slug}-run-{secrets.token_hex(2)}"
         path = base / run_id
@@ -99,9 +109,14 @@ def list_runs(root: Path) -> list[Run]:
         return []
     found = []
     for path in sorted(base.iterdir()):
+        if path.is_symlink() or not path.is_dir():
+            continue
         try:
-            record = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            raw, _ = read_plain(str(path / RUN_FILE))
+            record = json.loads((raw or b"").decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
+            continue
+        if not isinstance(record, dict):
             continue
         found.append(Run(path.name, path, record))
     return sorted(found, key=lambda r: r.record.get("created", ""))

@@ -64,6 +64,8 @@ def read_official(path: str | os.PathLike[str]) -> ReadLoRA:
     from unziplora.formats.official import infer_column_masks, load_official
 
     loaded = load_official(path)
+    check_values(loaded.content, f"content LoRA of {path}")
+    check_values(loaded.style, f"style LoRA of {path}")
     masks = {}
     for part in ("content", "style"):
         for module, mask in infer_column_masks(getattr(loaded, part)).items():
@@ -106,6 +108,7 @@ def read_one(
 
     file = _lora_file(path, part)
     tensors, header = read_safetensors(file)
+    check_values(tensors, f"{part} LoRA {file}")
     kind = detect_format(tensors)
     try:
         if kind == "kohya":
@@ -121,6 +124,22 @@ def read_one(
     except ImportFormatError as exc:
         raise ImportFormatError(f"{part} LoRA {file}: {str(exc).rstrip('.')}") from None
     return file, FORMAT_NAMES[kind], sd, header
+
+
+FLOAT_DTYPES = ("torch.float16", "torch.bfloat16", "torch.float32", "torch.float64")
+
+
+def check_values(tensors: Mapping[str, Any], what: str) -> None:
+    """Refuse tensors a LoRA cannot hold: integer, bool, complex or fp8 dtypes, empty ones, NaN or Inf values."""
+    import torch
+
+    for key, tensor in tensors.items():
+        if str(tensor.dtype) not in FLOAT_DTYPES:
+            raise ImportFormatError(f"{what}: tensor {key!r} is {str(tensor.dtype).removeprefix('torch.')}; a LoRA holds float16, bfloat16 or float32 values")
+        if tensor.numel() == 0:
+            raise ImportFormatError(f"{what}: tensor {key!r} is empty (shape {tuple(tensor.shape)})")
+        if not bool(torch.isfinite(tensor).all()):
+            raise ImportFormatError(f"{what}: tensor {key!r} holds NaN or infinite values")
 
 
 def read_pair(

@@ -10,7 +10,7 @@ import typer
 
 from unziplora_cli._complete import entry_ids
 from unziplora_cli._frame import JsonOpt, QuietOpt, RegistryOpt, epilog, run_options
-from unziplora_cli._output import data, emit_json, human_bytes, note, warn
+from unziplora_cli._output import data, emit_json, human_bytes, note, visible, warn
 
 
 class SortKey(str, Enum):
@@ -106,9 +106,10 @@ def _list_runs(root: Any, opts: Any) -> None:
         if opts.quiet:
             data(r.id)
             continue
-        prompts = r.record.get("prompts", {})
-        total = r.record.get("config", {}).get("steps", "?")
-        data(f"{r.id}  {prompts.get('subject') or '-'} / {prompts.get('style_words') or '-'}  step {r.step}/{total}  {r.record.get('created', '')}")
+        prompts = r.record.get("prompts") if isinstance(r.record.get("prompts"), dict) else {}
+        config = r.record.get("config") if isinstance(r.record.get("config"), dict) else {}
+        total = config.get("steps", "?")
+        data(visible(f"{r.id}  {prompts.get('subject') or '-'} / {prompts.get('style_words') or '-'}  step {r.step}/{total}  {r.record.get('created', '')}"))
     note("resume with: unzip train --resume RUN", quiet=opts.quiet)
 
 
@@ -146,7 +147,7 @@ def show(
     if problems:
         raise DamagedEntryError(f"entry {entry.id} failed verification: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     if entry.damaged and not opts.json and not verify:
-        warn(f"entry {entry.id} is damaged: {entry.damaged}")
+        warn(visible(f"entry {entry.id} is damaged: {entry.damaged}"))
 
 
 def _interactive() -> bool:
@@ -177,7 +178,7 @@ def remove(
     if not opts.json and not opts.quiet:
         width = max(len(i.id) for i in plan.items)
         for item in plan.items:
-            data(f"{item.id:<{width}}  {human_bytes(item.bytes):>10}  {item.name}" + ("  (damaged)" if item.damaged else ""))
+            data(f"{item.id:<{width}}  {human_bytes(item.bytes):>10}  {visible(item.name)}" + ("  (damaged)" if item.damaged else ""))
 
     def report(removed: list[str], freed: int) -> dict[str, Any]:
         items = [{"id": i.id, "name": i.name, "path": str(i.path), "bytes": i.bytes} for i in plan.items if i.id in removed]
@@ -204,6 +205,25 @@ def remove(
     note(f"Removed {removed} entr{'y' if removed == 1 else 'ies'}, freed {human_bytes(plan.freed_bytes)}.", quiet=opts.quiet)
 
 
+def init(
+    ctx: typer.Context,
+    folder: Annotated[str | None, typer.Argument(metavar="DIR", help="Folder to make a registry (default: the configured registry).", show_default=False)] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Make a folder a registry, also one that already holds other files (they are never touched)."""
+    from unziplora.errors import RegistryError
+    from unziplora.registry import Registry
+    from unziplora.registry.marker import MARKER
+
+    opts = run_options(ctx, quiet=quiet)
+    reg = Registry(folder) if folder is not None else _registry(opts.registry)
+    if reg.root.expanduser().resolve() == reg.root.expanduser().resolve().parent:
+        raise RegistryError(f"refusing to make the file-system root {reg.root} a registry; choose a folder")
+    existed = (reg.root / MARKER).is_file()
+    reg.ensure_dirs(adopt=True)
+    note(f"{reg.root} is {'already' if existed else 'now'} an unziplora registry.", quiet=opts.quiet)
+
+
 def register(app: typer.Typer) -> None:
     app.command(
         "list",
@@ -217,3 +237,4 @@ def register(app: typer.Typer) -> None:
         "rm",
         epilog=epilog("unzip rm cat-sketch-3f2a", "unzip rm cat dog --dry-run", "unzip rm $(unzip list -q --filter cat) --yes"),
     )(remove)
+    app.command("init", epilog=epilog("unzip init ~/loras", "unzip init"))(init)
