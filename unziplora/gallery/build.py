@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from unziplora.errors import RegistryError
+from unziplora.registry.marker import GALLERY_DIR
 from unziplora.gallery import pages
 from unziplora.gallery.images import scan
 
 MANIFEST = "manifest.json"
-SITE_DIRNAME = "gallery"
+SITE_DIRNAME = GALLERY_DIR  # the registry layout owns the name
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 

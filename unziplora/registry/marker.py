@@ -24,8 +24,9 @@ FORMAT_VERSION = 1
 MAX_MARKER_BYTES = 4096
 # Every name the registry itself puts at its top level (entries/, .tmp/, .trash/, runs/ are folders).
 OWN_FOLDERS = ("entries", ".tmp", ".trash", "runs")
-# "gallery" is where `unzip gallery` (merged on main as unziplora.gallery.build.SITE_DIRNAME) puts its site.
-OWN_NAMES = frozenset((*OWN_FOLDERS, ".lock", MARKER, "gallery"))
+# Where `unzip gallery` puts its site when no -o is given (unziplora.gallery.build imports it).
+GALLERY_DIR = "gallery"
+OWN_NAMES = frozenset((*OWN_FOLDERS, ".lock", MARKER, GALLERY_DIR))
 _OWN_CHILD = {
     "entries": re.compile(r"^[a-z0-9][a-z0-9-]*$"),
     ".tmp": re.compile(r"^[a-z0-9][a-z0-9-]*(\.lock)?$"),
