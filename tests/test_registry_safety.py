@@ -79,6 +79,7 @@ def test_init_refuses_the_filesystem_root(cli) -> None:
 def test_registry_root_is_refused(cli) -> None:
     result = cli("rm", "x", "--yes", "--registry", "/")
     assert result.exit_code == 1 and "/ is not an unziplora registry" in result.stderr
+    assert "unzip init" not in result.stderr  # init refuses / as well: do not suggest it
 
 
 def test_old_registry_without_marker_is_adopted(cli, isolated_env: Path) -> None:

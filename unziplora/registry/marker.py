@@ -91,6 +91,11 @@ def foreign_reason(root: Path, *, others_allowed: bool = False) -> str | None:
 
 
 def not_a_registry(root: Path, reason: str) -> RegistryError:
+    if root.resolve() == Path(root.anchor or "/"):
+        return RegistryError(
+            f"{root} is not an unziplora registry (no {MARKER}, and {reason}); the filesystem root can never be "
+            "one: choose a folder with --registry DIR"
+        )
     return RegistryError(
         f"{root} is not an unziplora registry (no {MARKER}, and {reason}); to keep entries there anyway, "
         f"run 'unzip init {root}', or choose another folder with --registry DIR"
