@@ -123,3 +123,19 @@ def test_cli_faithful_on_cpu_warns_and_records(cli, isolated_env: Path, tmp_path
                   "--precision", "bf16", *TINY)
     assert refused.exit_code == 1
     assert refused.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_config_key_train_faithful(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unziplora.settings import load_settings
+
+    config = tmp_path / "faithful.toml"
+    monkeypatch.setenv("UNZIPLORA_CONFIG", str(config))
+    assert load_settings().train.faithful is False
+    config.write_text("[train]\nfaithful = true\n")
+    assert load_settings().train.faithful is True
+    config.write_text('[train]\nfaithful = "yes"\n')
+    with pytest.raises(ConfigError, match="'train.faithful' must be true or false"):
+        load_settings()
+    config.write_text("[train]\nsteps = true\n")
+    with pytest.raises(ConfigError, match="'train.steps' must be an integer"):
+        load_settings()
