@@ -139,3 +139,17 @@ def test_config_key_train_faithful(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     config.write_text("[train]\nsteps = true\n")
     with pytest.raises(ConfigError, match="'train.steps' must be an integer"):
         load_settings()
+
+
+@pytest.mark.parametrize("bf16_ok", [True, False])
+def test_generation_on_cuda_defaults_to_fp16_training_to_bf16(monkeypatch: pytest.MonkeyPatch, bf16_ok: bool) -> None:
+    from unziplora.device import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
+    assert resolve_precision("cuda", "auto", purpose="generate") == "fp16"
+    assert resolve_precision("cuda:1", "auto", purpose="generate") == "fp16"
+    assert resolve_precision("cuda", "auto") == ("bf16" if bf16_ok else "fp16")  # training unchanged
+    assert resolve_precision("cpu", "auto", purpose="generate") == "fp32"
+    assert resolve_precision("cuda", "fp32", purpose="generate") == "fp32"
+    if bf16_ok:
+        assert resolve_precision("cuda", "bf16", purpose="generate") == "bf16"  # still available explicitly

@@ -57,11 +57,15 @@ def device_check(settings: Settings) -> Check:
         from unziplora.device import resolve_placement
 
         placement = resolve_placement(settings.device, settings.precision)
+        sampling = resolve_placement(settings.device, settings.precision, purpose="generate")
     except UnZipLoRAError as exc:
         return Check("device", "fail", str(exc))
     except ImportError as exc:
         return Check("device", "fail", f"torch cannot be imported: {exc}")
-    return Check("device", "ok", f"{placement.device}, {placement.precision} (requested {settings.device}/{settings.precision})")
+    precision = placement.precision if sampling.precision == placement.precision else (
+        f"{placement.precision} for training, {sampling.precision} for generation"
+    )
+    return Check("device", "ok", f"{placement.device}, {precision} (requested {settings.device}/{settings.precision})")
 
 
 def registry_check(registry: Path) -> Check:
