@@ -70,6 +70,6 @@ def test_missing_models_give_one_line_errors(tmp_path: Path, monkeypatch: pytest
         Embedders.load("nobody/no-such-clip", "nobody/no-such-dino")
     message = str(info.value)
     assert "\n" not in message and "not in the local Hugging Face cache" in message
-    assert "huggingface-cli download nobody/no-such-clip" in message
+    assert "`hf download nobody/no-such-clip`" in message
     with pytest.raises(BaseModelError, match="does not exist"):
         Embedders.load(str(tmp_path / "absent"), "x")

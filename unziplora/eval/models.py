@@ -35,7 +35,7 @@ def _load(cls: Any, ref: str, what: str) -> Any:
             raise BaseModelError(f"{what} folder {folder} cannot be loaded: {str(exc).splitlines()[0]}") from exc
     if ref.startswith((".", "/", "~")):
         raise BaseModelError(f"{what} folder {folder} does not exist.")
-    hint = f"fetch it once with: huggingface-cli download {ref} (or pass a folder)"
+    hint = f"fetch it once on a machine with network (`hf download {ref}`) and copy the Hugging Face cache, or pass a folder"
     try:
         return cls.from_pretrained(ref, local_files_only=True)
     except OSError as cached:
