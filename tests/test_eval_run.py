@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+
+import pytest
 
 from tests.test_eval_models import tiny_eval_models  # noqa: F401 - the shared module fixture
 
@@ -31,3 +34,20 @@ def test_evaluate_tiny_entry_is_deterministic(cli, isolated_env: Path, tmp_path:
     assert [im.prompt for im in first.images][::2] == ["A monadikos cat on a beach", "a boat in sketch style", "A monadikos cat in sketch style"]
     assert first.scores == again.scores
     assert all(math.isfinite(v) for k, v in first.scores.items())
+    # the command on the same entry: a table on stdout, --json records, the same numbers as the library
+    (tmp_path / "probes.toml").write_text(
+        'seed = 3\n[[probe]]\nkind = "content"\nprompt = "{content} on a beach"\n'
+        '[[probe]]\nkind = "style"\nprompt = "a boat in {style} style"\n[[probe]]\nkind = "recon"\nprompt = "{combined}"\n'
+    )
+    clip, dino = map(str, tiny_eval_models)
+    args = ["eval", entry.id, "--probes", str(tmp_path / "probes.toml"), "-n", "2", "--steps", "2", "--size", "64",
+            "--clip", clip, "--dino", dino, "--device", "cpu"]
+    table = cli(*args)
+    assert table.exit_code == 0, table.stderr
+    lines = table.stdout.strip().splitlines()
+    assert lines[0].split() == ["SCORE", entry.id] and len(lines) == 10
+    assert lines[1].split() == ["clip_t", f"{first.scores['clip_t']:.4f}"]
+    records = json.loads(cli(*args, "--json").stdout)
+    assert records["id"] == entry.id and records["scores"] == pytest.approx(first.scores, abs=1e-6)
+    missing = cli("eval", entry.id, "--clip", str(tmp_path / "no-clip"), "--dino", dino)
+    assert missing.exit_code == 1 and missing.stderr.strip() == f"error: CLIP model folder {tmp_path / 'no-clip'} does not exist."

@@ -21,6 +21,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "train": ("train",),
     "generate": ("compose", "restyle"),
     "transfer": ("export", "import"),
+    "evaluate": ("eval",),
 }
 COMMAND_NAMES: set[str] = {name for names in COMMAND_MODULES.values() for name in names}
 
