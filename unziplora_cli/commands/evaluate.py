@@ -13,7 +13,7 @@ import typer
 
 from unziplora_cli._complete import entry_ids
 from unziplora_cli._frame import DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, RegistryOpt, epilog, run_options
-from unziplora_cli._output import data, emit_json, warn
+from unziplora_cli._output import data, emit_json, note
 
 EXAMPLES = epilog(
     "unzip eval cat-sketch-3f2a",
@@ -63,8 +63,7 @@ def evaluate_command(
 
     embedders = Embedders.load(clip, dino)
     base_ref = bases.pop()
-    if base_ref == "tiny-sdxl" and not opts.quiet:
-        warn("note: tiny-sdxl is a toy base with random weights; its scores measure nothing.")
+    note("note: tiny-sdxl is a toy base with random weights; its scores measure nothing.", quiet=opts.quiet or base_ref != "tiny-sdxl")
     studio = Studio.load(base_ref, device=settings.device, precision=settings.precision, registry=reg)
     total = len(entries) * len(probe_list) * num
     bar = _Bar(quiet=opts.quiet or opts.json, total=total)
@@ -85,10 +84,10 @@ def _table(records: list[dict[str, Any]]) -> list[str]:
     from unziplora.eval.metrics import LOWER_IS_BETTER, SCORES
 
     width = max(18, *(len(r["id"]) + 2 for r in records))
-    lines = [f"{'SCORE':28}" + "".join(f"{r['id']:>{width}}" for r in records)]
+    lines = [f"{'SCORE':40}" + "".join(f"{r['id']:>{width}}" for r in records)]
     for key in SCORES:
         label = key + (" (lower better)" if key in LOWER_IS_BETTER else "")
-        lines.append(f"{label:28}" + "".join(f"{r['scores'][key]:>{width}.4f}" for r in records))
+        lines.append(f"{label:40}" + "".join(f"{r['scores'][key]:>{width}.4f}" for r in records))
     return lines
 
 
