@@ -137,6 +137,9 @@ def test_doctor_json_ok_with_tiny_base(cli, monkeypatch: pytest.MonkeyPatch) -> 
     assert report["ok"] is True
     assert {"torch", "diffusers", "device", "config", "registry", "base model"} <= set(names)
     assert names["device"]["detail"].startswith("cpu, fp32")
+    for name, ref in (("eval CLIP", "openai/clip-vit-large-patch14"), ("eval DINOv2", "facebook/dinov2-base")):
+        assert names[name]["status"] == "ok"  # optional: absent from the cache is not a failure
+        assert f"`hf download {ref}`" in names[name]["detail"] or "cached at" in names[name]["detail"]
 
 
 def test_doctor_fails_when_default_base_is_not_cached(cli) -> None:

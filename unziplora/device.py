@@ -1,7 +1,9 @@
 """Device and precision resolution.
 
-``auto`` picks CUDA, then Apple MPS, then CPU. Precision ``auto`` picks bf16 on a GPU that
-supports it, else fp16 on a GPU, and fp32 on CPU. An explicit request that this machine cannot
+``auto`` picks CUDA, then Apple MPS, then CPU. Precision ``auto`` picks fp32 on CPU; on a GPU it
+picks bf16 for training when the GPU supports it (else fp16), and fp16 for generation: the
+official inference precision, and bf16 gains nothing for SDXL sampling (``--precision bf16``
+still gives it). An explicit request that this machine cannot
 meet (``cuda`` without CUDA, ``bf16`` on a GPU without bf16, ``fp16`` on CPU) is an error, not a
 silent fallback.
 """
@@ -16,6 +18,7 @@ from unziplora.errors import DeviceError
 from unziplora.settings import ENV_THREADS
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PURPOSES = ("train", "generate")
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,9 @@ def resolve_device(request: str = "auto") -> str:
     raise DeviceError(f"unknown device '{request}': use auto, cpu, cuda, cuda:N or mps.")
 
 
-def resolve_precision(device: str, request: str = "auto") -> str:
-    """Pick the compute precision for ``device``; refuse explicit requests it cannot run."""
+def resolve_precision(device: str, request: str = "auto", *, purpose: str = "train") -> str:
+    """Pick the compute precision for ``device`` and ``purpose`` (train or generate); refuse
+    explicit requests it cannot run."""
     import torch
 
     request = (request or "auto").strip().lower()
@@ -85,6 +89,8 @@ def resolve_precision(device: str, request: str = "auto") -> str:
     if request == "auto":
         if device == "cpu":
             return "fp32"
+        if purpose == "generate":
+            return "fp16"
         if bf16_ok:
             return "bf16"
         return "fp16"
@@ -99,10 +105,12 @@ def resolve_precision(device: str, request: str = "auto") -> str:
     return request
 
 
-def resolve_placement(device: str = "auto", precision: str = "auto") -> Placement:
+def resolve_placement(device: str = "auto", precision: str = "auto", *, purpose: str = "train") -> Placement:
     """Resolve both at once."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}; got {purpose!r}")
     dev = resolve_device(device)
-    return Placement(device=dev, precision=resolve_precision(dev, precision))
+    return Placement(device=dev, precision=resolve_precision(dev, precision, purpose=purpose))
 
 
 # Below this many UNet parameters (tiny-sdxl has ~2M, the medium benchmark UNet ~40M, SDXL 2.6B)

@@ -1,4 +1,4 @@
-"""What ``unzip doctor`` checks: packages, device, config, registry, base model.
+"""What ``unzip doctor`` checks: packages, device, config, registry, base model, evaluation models.
 
 Each check is a :class:`Check` with a status of ``ok``, ``warn`` or ``fail``; ``fail`` means
 something required is missing and the command exits 1. Other modules may contribute checks
@@ -57,11 +57,15 @@ def device_check(settings: Settings) -> Check:
         from unziplora.device import resolve_placement
 
         placement = resolve_placement(settings.device, settings.precision)
+        sampling = resolve_placement(settings.device, settings.precision, purpose="generate")
     except UnZipLoRAError as exc:
         return Check("device", "fail", str(exc))
     except ImportError as exc:
         return Check("device", "fail", f"torch cannot be imported: {exc}")
-    return Check("device", "ok", f"{placement.device}, {placement.precision} (requested {settings.device}/{settings.precision})")
+    precision = placement.precision if sampling.precision == placement.precision else (
+        f"{placement.precision} for training, {sampling.precision} for generation"
+    )
+    return Check("device", "ok", f"{placement.device}, {precision} (requested {settings.device}/{settings.precision})")
 
 
 def registry_check(registry: Path) -> Check:
@@ -88,6 +92,21 @@ def base_check(settings: Settings) -> Check:
     return Check("base model", "ok" if ok else "fail", f"{spec.ref}: {detail}")
 
 
+def eval_model_checks() -> list[Check]:
+    """The default evaluation models of ``unzip eval``: optional, so absent is not a failure."""
+    from unziplora.base_model import _hub_snapshot
+    from unziplora.eval.models import DEFAULT_CLIP, DEFAULT_DINO
+
+    checks = []
+    for name, ref in (("eval CLIP", DEFAULT_CLIP), ("eval DINOv2", DEFAULT_DINO)):
+        snap = _hub_snapshot(ref)
+        detail = f"{ref}: cached at {snap}" if snap is not None else (
+            f"{ref}: not in the Hugging Face cache (optional, only unzip eval needs it: `hf download {ref}`)"
+        )
+        checks.append(Check(name, "ok", detail))
+    return checks
+
+
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in display order."""
     import unziplora.registry.checks  # noqa: F401 - adds the damaged-entries check to EXTRA_CHECKS
@@ -100,6 +119,7 @@ def run_checks(settings: Settings) -> list[Check]:
     for extra in EXTRA_CHECKS:
         checks.extend(extra(settings))
     checks.append(base_check(settings))
+    checks.extend(eval_model_checks())
     if os.environ.get("HF_HUB_OFFLINE"):
         checks.append(Check("network", "ok", "HF_HUB_OFFLINE is set: models load only from the local cache"))
     return checks

@@ -13,6 +13,7 @@ built-in default. The config file lives in the platformdirs user config dir for 
     steps = 600
     rank = 64
     resolution = 1024
+    faithful = false         # true: unzip train --faithful (the official code's numerics)
 
 This module is light: it imports no torch.
 """
@@ -45,7 +46,7 @@ ENV_CACHE = "UNZIPLORA_CACHE"
 ENV_THREADS = "UNZIPLORA_THREADS"
 
 _TOP_KEYS = {"base_model": str, "device": str, "precision": str, "registry": str}
-_TRAIN_KEYS = {"steps": int, "rank": int, "resolution": int}
+_TRAIN_KEYS = {"steps": int, "rank": int, "resolution": int, "faithful": bool}
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -56,6 +57,7 @@ class TrainDefaults:
     steps: int = 600
     rank: int = 64
     resolution: int = 1024
+    faithful: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,11 +152,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
                     f"config file {path}, {where(key)}: unknown setting '{prefix}{key}'{hint}; known: {known}."
                 )
             expected = allowed[key]
-            if not isinstance(value, expected) or isinstance(value, bool):
-                raise ConfigError(
-                    f"config file {path}, {where(key)}: '{prefix}{key}' must be "
-                    f"{'a string' if expected is str else 'an integer'}, got {value!r}."
-                )
+            if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+                kind = {str: "a string", bool: "true or false"}.get(expected, "an integer")
+                raise ConfigError(f"config file {path}, {where(key)}: '{prefix}{key}' must be {kind}, got {value!r}.")
 
     check(data, _TOP_KEYS, "")
     train = data.get("train", {})
@@ -162,7 +162,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}, {where('train')}: 'train' must be a table ([train]).")
     check(train, _TRAIN_KEYS, "train.")
     for key, value in train.items():
-        if value <= 0:
+        if not isinstance(value, bool) and value <= 0:
             raise ConfigError(f"config file {path}, {where(key)}: 'train.{key}' must be positive, got {value}.")
     precision = data.get("precision")
     if precision is not None and precision not in PRECISIONS:

@@ -22,6 +22,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "generate": ("compose", "restyle"),
     "transfer": ("export", "import"),
     "gallery": ("gallery",),
+    "evaluate": ("eval",),
 }
 COMMAND_NAMES: set[str] = {name for names in COMMAND_MODULES.values() for name in names}
 

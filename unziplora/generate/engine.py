@@ -59,7 +59,7 @@ class Studio:
     def load(cls, base: str | BaseSpec, *, device: str = "auto", precision: str = "auto", registry: Any = None) -> Studio:
         """Load ``base`` (a ``--base`` string or a parsed spec) onto ``device`` in ``precision``."""
         spec = base if isinstance(base, BaseSpec) else parse_base(base)
-        placement = resolve_placement(device, precision)
+        placement = resolve_placement(device, precision, purpose="generate")
         pipe = load_pipeline(spec, dtype=placement.dtype, device=placement.device)
         return cls(pipe, spec, placement, fingerprint(spec), registry)
 

@@ -38,6 +38,7 @@ from unziplora.method.selection import (
     DEFAULT_THRESHOLD,
     column_scores,
     columns_per_round,
+    official_columns,
     select_columns,
     top_k_columns,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "lora_state_dict",
     "merge_state_dict",
     "mode",
+    "official_columns",
     "param_groups",
     "read_lora_file",
     "remove_unziplora",

@@ -19,7 +19,8 @@ score then sees unscaled gradients whatever the precision (ALGORITHM 9 #3).
 
 With ``P = ceil(T / S)`` and ``E`` steps per epoch, ``after_backward(g)`` does (ALGORITHM 4.1):
 
-* ``g % P == 0``          RESET: mask the merge grads (clean fix of 9 #7), masks off, merges frozen,
+* ``g % P == 0``          RESET: mask the merge grads (clean fix of 9 #7; left unmasked, as the
+                          official code does, with ``faithful``), masks off, merges frozen,
                           orthogonality off;
 * ``0 < g % P < E``       ACCUMULATE: nothing (all columns, frozen merges);
 * ``g % P == E``          SELECT: score columns from this step's gradients, grow the masks (union),
@@ -90,6 +91,8 @@ class ColumnSeparation:
         avoid_overlap: style avoids content's columns in both-sparse layers (official default).
         finetune_mask: merges learn on each branch's own mask instead of the overlap only.
         threshold: cone threshold on unscaled gradients.
+        faithful: the official behaviour of ALGORITHM 9 #4 and #7: columns strictly above the
+            k-th score (``selection.official_columns``) and unmasked merge grads on RESET steps.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class ColumnSeparation:
         avoid_overlap: bool = True,
         finetune_mask: bool = False,
         threshold: float = DEFAULT_THRESHOLD,
+        faithful: bool = False,
     ) -> None:
         if max_train_steps <= 0 or sample_times <= 0 or steps_per_epoch <= 0:
             raise ValueError("max_train_steps, sample_times and steps_per_epoch must be positive")
@@ -128,6 +132,7 @@ class ColumnSeparation:
             "avoid_overlap": bool(avoid_overlap),
             "finetune_mask": bool(finetune_mask),
             "threshold": float(threshold),
+            "faithful": bool(faithful),
         }
         self.period = math.ceil(max_train_steps / sample_times)
         self.blocks = {n: (block_class(n, table) if block_separation else BOTH) for n in self.layers}
@@ -179,7 +184,8 @@ class ColumnSeparation:
         """Run the column-separation control of optimizer step ``step``; returns its phase."""
         phase = self.phase(step)
         if phase is Phase.RESET:
-            self._mask_merge_grads()
+            if not self.config["faithful"]:
+                self._mask_merge_grads()
             for layer in self.layers.values():
                 for branch in BRANCHES:
                     layer.set_mask_active(branch, False)
@@ -195,6 +201,7 @@ class ColumnSeparation:
                     avoid=self.config["avoid_overlap"],
                     threshold=self.config["threshold"],
                     grad_scale=grad_scale,
+                    faithful=self.config["faithful"],
                 )
                 for name, layer in self.layers.items()
             }
@@ -267,7 +274,8 @@ class ColumnSeparation:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`; refuses one written with a different schedule or layer set."""
-        if dict(state["config"]) != self.config:
+        saved = {"faithful": False, **dict(state["config"])}  # checkpoints from before the key existed
+        if saved != self.config:
             raise ValueError("column-separation state was saved with different settings; resume with the same ones")
         if set(state["masks"]) != set(self.layers):
             raise ValueError("column-separation state covers different layers than this model")

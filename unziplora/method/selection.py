@@ -8,9 +8,15 @@ Clean behaviour where ALGORITHM 9 lists a defect:
 * #4: exactly ``k = floor(out * ratio)`` columns per round, ranked by the sparsity score, ties
   broken by the summed absolute cone, remaining ties by the lower column index;
 * the avoid rule never hands style a column content holds, even when fewer than ``k`` remain.
+
+``faithful=True`` (``unzip train --faithful``) replaces #4 by the official rule,
+:func:`official_columns`: columns strictly above the k-th largest score (at most ``k - 1``,
+none when the top ``k`` scores tie).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -75,6 +81,23 @@ def top_k_columns(
     return chosen
 
 
+def official_columns(score: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool ``[out]`` mask of the official rule (ALGORITHM 4.4, ``mask_updated_elements``).
+
+    Excluded columns score ``-inf``; ``τ_k`` is the k-th largest score and a column is chosen when
+    its score is *strictly* greater. So at most ``k - 1`` columns, fewer on ties at ``τ_k``, none
+    when the top ``k`` all tie; if fewer than ``k`` columns are not excluded, ``τ_k = -inf`` and
+    every non-excluded column is chosen.
+    """
+    if k <= 0 or score.numel() == 0:
+        return torch.zeros(score.shape[0], dtype=torch.bool, device=score.device)
+    values = score.detach().float().clone()
+    if exclude is not None:
+        values[exclude.to(torch.bool)] = -math.inf
+    kth = torch.topk(values, min(k, values.numel())).values[-1]
+    return values > kth
+
+
 @torch.no_grad()
 def select_columns(
     layer: UnZipLoRALinear,
@@ -84,22 +107,29 @@ def select_columns(
     avoid: bool = True,
     threshold: float = DEFAULT_THRESHOLD,
     grad_scale: float = 1.0,
+    faithful: bool = False,
 ) -> dict[str, int]:
     """One SELECT round on ``layer`` (ALGORITHM 4.4): grow the masks by union, then switch them on.
 
-    ``block`` is the layer's block class (:mod:`unziplora.method.blocks`). Returns how many columns
-    each branch newly gained this round.
+    ``block`` is the layer's block class (:mod:`unziplora.method.blocks`). ``faithful`` picks
+    columns with :func:`official_columns` instead of exactly ``k``. Returns how many columns each
+    branch newly gained this round.
     """
+
+    def pick(branch: str, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        score, tiebreak = column_scores(layer, branch, threshold=threshold, grad_scale=grad_scale)
+        return official_columns(score, k, exclude) if faithful else top_k_columns(score, tiebreak, k, exclude)
+
     mask_c, mask_s = layer.mask("content").clone(), layer.mask("style").clone()
     before = {"content": int(mask_c.sum()), "style": int(mask_s.sum())}
     full = torch.ones_like(mask_c)
     if block in (BOTH, CONTENT_SPARSE):
-        mask_c |= top_k_columns(*column_scores(layer, "content", threshold=threshold, grad_scale=grad_scale), k)
+        mask_c |= pick("content")
     else:
         mask_c = full
     if block in (BOTH, STYLE_SPARSE):
         exclude = mask_c if (avoid and block == BOTH) else None
-        mask_s |= top_k_columns(*column_scores(layer, "style", threshold=threshold, grad_scale=grad_scale), k, exclude)
+        mask_s |= pick("style", exclude)
     else:
         mask_s = full
     layer.set_mask("content", mask_c)

@@ -45,6 +45,7 @@ class TrainConfig:
     preview_every: int = 0
     preview_steps: int = 25
     checkpoint_every: int = 0
+    faithful: bool = False  # ALGORITHM 9 #4/#7 as the official code, and its precision recipe
 
     def __post_init__(self) -> None:
         self.validate()

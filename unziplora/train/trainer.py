@@ -139,6 +139,7 @@ class Trainer:
                 steps_per_epoch=image_count,  # batch size 1: one optimizer step per image
                 enabled=config.column_separation,
                 block_separation=config.block_separation,
+                faithful=config.faithful,
             )
         groups = param_groups(layers, config.content_lr, config.style_lr, config.mask_lr, config.weight_decay)
         optimizer = _make_optimizer(config, groups)

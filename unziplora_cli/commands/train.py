@@ -61,6 +61,10 @@ def train(
     preview_every: Annotated[int, _opt("--preview-every", metavar="N", help="Write preview samples every N steps.")] = 0,
     preview_steps: Annotated[int, _opt("--preview-steps", help="Sampling steps for previews.")] = 25,
     checkpoint_every: Annotated[int, _opt("--checkpoint-every", metavar="N", help="Checkpoint every N steps (Ctrl-C also does).")] = 0,
+    faithful: Annotated[
+        Optional[bool],
+        _opt("--faithful/--no-faithful", help="The official code's numerics: its column rule, unmasked RESET merge grads, fp16 + 8-bit AdamW [config train.faithful, else off].", show_default=False),
+    ] = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -86,6 +90,8 @@ def train(
             raise ConfigError("--resume continues a run with its own images; do not pass images with it.")
         run = open_run(settings.registry, resume)
         request = request_from_run(run)
+        if request.config.faithful:
+            settings = _faithful(request.config, settings, [request])[0]
         base_ref = run.record["base"]["ref"]
         _tiny_note(base_ref, opts.quiet)
         requests, runs = [request], [run]
@@ -101,7 +107,7 @@ def train(
             column_separation=not no_column_separation, block_separation=not no_block_separation, optimizer=optimizer,
             seed=seed, min_snr_gamma=min_snr_gamma, noise_offset=noise_offset, gradient_checkpointing=gradient_checkpointing,
             save_precision=save_precision, preview_every=preview_every, preview_steps=preview_steps,
-            checkpoint_every=checkpoint_every,
+            checkpoint_every=checkpoint_every, faithful=settings.train.faithful if faithful is None else faithful,
         )
         base_ref = settings.base_model
         _check_base_and_device(base_ref, settings)  # cheap refusals before any image is read
@@ -115,6 +121,8 @@ def train(
                 warn(line)
             else:
                 note(line, quiet=opts.quiet or rank_index != 0)
+        if config.faithful:
+            settings, config = _faithful(config, settings, prepared.requests)
         for req in prepared.requests[:1]:
             message = config.selection_warning(len(req.images))
             if message and rank_index == 0:
@@ -159,6 +167,23 @@ def _resume(run: Any, request: Any, base_ref: str, reg: Any, settings: Any, prog
     entry = trainer.train(request, reg, run=run, on_step=progress.step)
     progress.done(entry)
     return [entry]
+
+
+def _faithful(config: Any, settings: Any, requests: list[Any]) -> tuple[Any, Any]:
+    """Switch the requests to the official precision recipe; warn where this machine cannot follow it."""
+    from dataclasses import replace
+
+    from unziplora.device import resolve_device
+    from unziplora.train.faithful import faithful_recipe
+
+    recipe = faithful_recipe(resolve_device(settings.device), settings.precision, config.optimizer)
+    for line in recipe.notes:
+        warn(f"--faithful: {line}")
+    config = replace(config, optimizer=recipe.optimizer)
+    for req in requests:
+        req.config = replace(req.config, optimizer=recipe.optimizer)
+        req.extra["faithful"] = recipe.record()
+    return replace(settings, precision=recipe.precision), config
 
 
 def _report(entries: list[Any], world: int, rank_index: int, as_json: bool) -> None:
@@ -208,6 +233,9 @@ def _command_line(images: list[Path], subject: Any, style: Any, token: str, prom
         if key in ("prompt_separation", "column_separation", "block_separation"):
             if not value:
                 words.append(f"--no-{key.replace('_', '-')}")
+        elif key == "faithful":
+            if value:
+                words.append("--faithful")
         elif key == "gradient_checkpointing":
             if value is not None:
                 words.append("--gradient-checkpointing" if value else "--no-gradient-checkpointing")

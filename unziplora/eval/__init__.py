@@ -1,0 +1,1 @@
+"""Evaluation of a decomposition (issue 16): the scores, computed from image and text embeddings."""

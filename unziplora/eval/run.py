@@ -1,0 +1,90 @@
+"""Generate an entry's probe images with the Studio and score them (the core of ``unzip eval``).
+
+Images come from :class:`unziplora.generate.Studio` (no sampling of our own): ``content`` probes
+use the content LoRA alone with the rendered prompt, ``style`` probes the style LoRA alone,
+``recon`` and ``combined`` probes both LoRAs with the rendered prompt as the combined prompt and
+the entry's own content and style prompts for the branches. The reference image is the entry's
+``source.png`` (a 256 px thumbnail of the first training image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from unziplora.eval.probes import Probe, probe_seed
+from unziplora.prompts import PromptSet
+
+
+@dataclass
+class ProbeImage:
+    kind: str
+    prompt: str
+    seed: int
+    image: Any  # PIL image
+
+
+@dataclass
+class Evaluation:
+    entry_id: str
+    scores: dict[str, float]
+    images: list[ProbeImage] = field(default_factory=list)
+
+
+def generate_probes(
+    studio: Any, entry: Any, probes: Sequence[Probe], *, seed: int, num: int, options: Any,
+    on_image: Callable[[], None] | None = None,
+) -> list[ProbeImage]:
+    from dataclasses import replace
+
+    prompts = PromptSet.from_dict(entry.record["prompts"] | {"subject": entry.subject or None, "style_words": entry.style or None})
+    out: list[ProbeImage] = []
+    for p_index, probe in enumerate(probes):
+        text = probe.render(prompts)
+        for i in range(num):
+            s = probe_seed(seed, p_index, i)
+            opts = replace(options, num=1, seed=s)
+            if probe.kind == "content":
+                made = studio.compose(entry, None, prompt=text, options=opts)
+            elif probe.kind == "style":
+                made = studio.compose(None, entry, prompt=text, options=opts)
+            else:
+                made = studio.compose(entry, entry, prompt=text, content_prompt=prompts.content, style_prompt=prompts.style, options=opts)
+            out.append(ProbeImage(probe.kind, text, s, made[0].image))
+            if on_image is not None:
+                on_image()
+    return out
+
+
+def score_images(embedders: Any, entry: Any, images: Sequence[ProbeImage]) -> dict[str, float]:
+    from PIL import Image
+
+    from unziplora.eval.metrics import KindEmbeddings, Reference, scores
+
+    with Image.open(entry.file("source.png")) as src:
+        source = src.convert("RGB")
+    style_words = entry.style or ""
+    subject = entry.subject or ""
+    texts = embedders.clip_texts([f"in {style_words} style", f"a {subject}"])
+    ref = Reference(
+        clip=embedders.clip_images([source])[0], dino=embedders.dino_images([source])[0],
+        style_text=texts[0], subject_text=texts[1],
+    )
+    kinds: dict[str, KindEmbeddings] = {}
+    for kind in ("content", "style", "recon", "combined"):
+        group = [im for im in images if im.kind == kind]
+        if not group:
+            continue
+        pics = [im.image for im in group]
+        kinds[kind] = KindEmbeddings(
+            clip=embedders.clip_images(pics), dino=embedders.dino_images(pics),
+            prompt_text=embedders.clip_texts([im.prompt for im in group]),
+        )
+    return scores(kinds, ref)
+
+
+def evaluate(studio: Any, entry: Any, embedders: Any, probes: Sequence[Probe], *, seed: int, num: int, options: Any,
+             on_image: Callable[[], None] | None = None) -> Evaluation:
+    images = generate_probes(studio, entry, probes, seed=seed, num=num, options=options, on_image=on_image)
+    return Evaluation(entry.id, score_images(embedders, entry, images), images)
