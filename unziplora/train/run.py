@@ -159,25 +159,13 @@ def sweep_runs(root: Path) -> list[str]:
         if path.is_symlink() or not path.is_dir() or not _RUN_ID.match(path.name):
             continue
         run = Run(path.name, path, _read_record(path) or {})
+        if (path / MANIFEST).is_file() and run.complete_inputs:
+            continue  # resumable: kept (and not even its lock file is created)
         if not run.acquire():
-            continue  # its process is alive
-        try:
-            if not ((path / MANIFEST).is_file() and run.complete_inputs):
-                run.remove()
-                swept.append(run.id)
-        finally:
-            run.release()
+            continue  # its process is alive (a new run has no checkpoint yet)
+        run.remove()
+        swept.append(run.id)
     return swept
-
-
-def in_use(run: Run) -> bool:
-    """Whether another process holds the run's lock (it is training it right now)."""
-    if run.lock is not None:
-        return False
-    if not run.acquire():
-        return True
-    run.release()
-    return False
 
 
 def list_runs(root: Path) -> list[Run]:
