@@ -166,3 +166,19 @@ def test_out_of_range_seed_is_refused_before_start_up(cli, image, monkeypatch) -
         result = cli("train", str(image), *TRAIN, "--seed", seed)
         assert result.exit_code == 1, result.stderr
         assert result.stderr.strip().splitlines()[-1] == f"error: --seed must be an integer from 0 to {2**32 - 1}, got {seed}"
+
+
+def test_a_prompt_over_77_tokens_is_warned_and_recorded_as_used(cli, isolated_env, image) -> None:
+    from unziplora.base_model import load_pipeline, parse_base
+    from unziplora.prompts import MAX_PROMPT_TOKENS
+
+    long_prompt = "A monadikos owl " + " ".join(f"word{i}" for i in range(80)) + " in ink style"
+    result = cli("train", str(image), *TRAIN, "--prompt", long_prompt, "-q")
+    assert result.exit_code == 0, result.stderr
+    assert "warning: the combined prompt is longer than 77 CLIP tokens; training uses (and records) only its start: " in result.stderr
+    (entry,) = entries(isolated_env)
+    used = json.loads((entry / "entry.json").read_text())["prompts"]["combined"]
+    assert long_prompt.startswith(used) and len(used) < len(long_prompt)
+    tokenizer = load_pipeline(parse_base("tiny-sdxl")).tokenizer
+    following = long_prompt.split()[len(used.split())]
+    assert len(tokenizer.tokenize(used)) + 2 <= MAX_PROMPT_TOKENS < len(tokenizer.tokenize(f"{used} {following}")) + 2

@@ -181,7 +181,15 @@ class Trainer:
         """Train ``request`` to a new registry entry and return it (``registry.get(id)``)."""
         from unziplora.train import checkpoint as ckpt
 
+        from unziplora.prompts import fit_prompts
+
         config = request.config
+        prompts, notes = fit_prompts(request.prompts, self.pipe.tokenizer)  # record what the encoders see
+        if notes:
+            request.prompts = prompts
+            for line in notes:
+                if on_note is not None:
+                    on_note(line)
         if run is None:
             run = self._open_run(request, registry)
         elif run.lock is None and not run.acquire():
