@@ -211,6 +211,8 @@ class Trainer:
             def save(step: int) -> None:
                 snapshot = _snapshot(layers, columns, optimizer, generator, step)
                 snapshot["scaler"] = scaler.state_dict() if scaler is not None else None
+                if step >= config.steps:  # no step is left: Adam's moments (2x the LoRAs) are not needed
+                    snapshot["optimizer"] = None
                 ckpt.save_checkpoint(run.path, snapshot)
                 run.update(checkpoint_step=step)
 
@@ -351,6 +353,7 @@ def _strip_base(state: dict[str, Any]) -> dict[str, Any]:
 def _restore(layers: dict[str, Any], columns: Any, optimizer: Any, generator: torch.Generator, state: dict[str, Any]) -> None:
     for name, layer in layers.items():
         layer.load_state_dict(state["layers"][name], strict=False)
-    optimizer.load_state_dict(state["optimizer"])
+    if state.get("optimizer") is not None:  # None in the checkpoint written after the last step
+        optimizer.load_state_dict(state["optimizer"])
     columns.load_state_dict(state["columns"])
     generator.set_state(state["generator"])
