@@ -182,3 +182,16 @@ def test_a_prompt_over_77_tokens_is_warned_and_recorded_as_used(cli, isolated_en
     tokenizer = load_pipeline(parse_base("tiny-sdxl")).tokenizer
     following = long_prompt.split()[len(used.split())]
     assert len(tokenizer.tokenize(used)) + 2 <= MAX_PROMPT_TOKENS < len(tokenizer.tokenize(f"{used} {following}")) + 2
+
+
+def test_out_of_range_seed_is_refused_before_torch_is_imported(image) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom unziplora_cli.app import build_app\n"
+        f"r = CliRunner().invoke(build_app('unzip'), ['train', {str(image)!r}, '--subject', 'owl', '--style', 'ink', "
+        f"'--base', 'tiny-sdxl', '--seed', '{2**64}'])\n"
+        "assert r.exit_code == 1, r.output\nassert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

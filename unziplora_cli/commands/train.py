@@ -71,7 +71,6 @@ def train(
     from unziplora.settings import load_settings
     from unziplora.train.api import distributed, prepare_requests, request_from_run, train_requests
     from unziplora.train.config import TrainConfig
-    from unziplora.train.trainer import TrainingStopped
 
     opts = run_options(ctx, registry=registry, json=json, quiet=quiet)
     settings = load_settings(registry=opts.registry, base_model=base, device=device, precision=precision)
@@ -125,6 +124,8 @@ def train(
         _tiny_note(base_ref, opts.quiet)
         requests, runs = prepared.requests, []
     reg = Registry.from_settings(settings.registry)  # only now: a refused call must not touch the registry
+    from unziplora.train.trainer import TrainingStopped  # torch: only once every option was checked
+
     finished: list[Any] = []
 
     def done(entry: Any) -> None:
