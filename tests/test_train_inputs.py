@@ -62,8 +62,11 @@ def populated(isolated_env: Path) -> Path:
         staging.record = {"kind": "trained", "imported": False, "subject": "cat", "style": "sketch",
                           "prompts": {"combined": "c", "content": "c", "style": "s"}, "base": {"ref": "tiny-sdxl"},
                           "settings": {}, "figures": {}}
-    (isolated_env / "runs" / "dog-run-0000").mkdir(parents=True)
-    (isolated_env / "runs" / "dog-run-0000" / "run.json").write_text('{"prompts": {"subject": "dog"}, "config": {"steps": 9}}')
+    run = isolated_env / "runs" / "dog-run-0000"
+    (run / "inputs").mkdir(parents=True)
+    (run / "run.json").write_text('{"prompts": {"subject": "dog"}, "config": {"steps": 9}, "sources": [{}], "inputs": ["000.png"]}')
+    (run / "inputs" / "000.png").write_bytes(_png_bytes((64, 64)))
+    (run / "checkpoint.json").write_text('{"folder": "ckpt-0"}')  # resumable: a training does not sweep it
     return isolated_env
 
 

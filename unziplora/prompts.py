@@ -269,3 +269,45 @@ def build_generation_prompts(
     words = _clean_subject(subject, token)
     style_text = _compose(words, context, style, None)
     return PromptSet(style_text, _compose(words, context, None, None), style_text, token, words, style)
+
+
+# CLIP's context length, start and end tokens included: SDXL's text encoders ignore the rest.
+MAX_PROMPT_TOKENS = 77
+
+
+def fit_prompt(text: str, tokenizer: Any) -> str:
+    """``text`` cut to the longest prefix of whole words that fits the tokenizer's context."""
+    limit = int(getattr(tokenizer, "model_max_length", MAX_PROMPT_TOKENS) or MAX_PROMPT_TOKENS)
+
+    def fits(candidate: str) -> bool:
+        return len(tokenizer.tokenize(candidate)) + 2 <= limit  # + start and end tokens
+
+    if fits(text):
+        return text
+    words = text.split()
+    low, high = 0, len(words)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(" ".join(words[:mid])):
+            low = mid
+        else:
+            high = mid - 1
+    return " ".join(words[:low])
+
+
+def fit_prompts(prompts: PromptSet, tokenizer: Any) -> tuple[PromptSet, list[str]]:
+    """The prompts as the text encoders will see them, and one warning per prompt that was cut."""
+    from dataclasses import replace
+
+    changed: dict[str, str] = {}
+    notes: list[str] = []
+    for field_name in ("combined", "content", "style"):
+        text = getattr(prompts, field_name)
+        used = fit_prompt(text, tokenizer)
+        if used != text:
+            changed[field_name] = used
+            notes.append(
+                f"the {field_name} prompt is longer than {MAX_PROMPT_TOKENS} CLIP tokens; training uses (and records) "
+                f"only its start: {used!r}"
+            )
+    return (replace(prompts, **changed) if changed else prompts), notes

@@ -11,6 +11,7 @@ the ones already loaded), folds, samples and unfolds. Notebook use::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ class Studio:
         subject: str | None = None,
         options: GenerationOptions | None = None,
         on_step: StepCallback | None = None,
+        on_image: Callable[[Generated], None] | None = None,
         **option_fields: Any,
     ) -> list[Generated]:
         """Content only, style only, or both (entries or ids), in ``context`` such as ``"on a beach"``.
@@ -111,7 +113,7 @@ class Studio:
             content, style, context, subject=subject, prompt=prompt, content_prompt=content_prompt, style_prompt=style_prompt
         )
         plan = plan_prompts(prompts, mode_for(content, style), opts.prompt_separation)
-        return self._run(plan, content, style, opts, on_step=on_step)
+        return self._run(plan, content, style, opts, on_step=on_step, on_image=on_image)
 
     def restyle(
         self,
@@ -124,6 +126,7 @@ class Studio:
         image_name: str | None = None,
         options: GenerationOptions | None = None,
         on_step: StepCallback | None = None,
+        on_image: Callable[[Generated], None] | None = None,
         **option_fields: Any,
     ) -> list[Generated]:
         """The style of entry ``style`` on a new ``subject``; with ``image`` (a path or an opened
@@ -142,7 +145,8 @@ class Studio:
             picture = fit_picture(picture, size)
         prompts = compose_prompts(None, style, context, subject=subject, prompt=prompt)
         plan = plan_prompts(prompts, "style")
-        return self._run(plan, None, style, opts, init_image=picture, source_name=source_name, on_step=on_step)
+        return self._run(plan, None, style, opts, init_image=picture, source_name=source_name, on_step=on_step,
+                         on_image=on_image)
 
     def _run(
         self,
@@ -154,7 +158,9 @@ class Studio:
         init_image: Image.Image | None = None,
         source_name: str | None = None,
         on_step: StepCallback | None = None,
+        on_image: Callable[[Generated], None] | None = None,
     ) -> list[Generated]:
+        """Sample; ``on_image`` gets each :class:`Generated` as soon as it is drawn."""
         from unziplora.errors import ConfigError
         from unziplora.generate.sampling import denoising_steps
         from unziplora.method.inject import set_scales
@@ -168,20 +174,6 @@ class Studio:
         width = opts.width or self.native_size
         height = opts.height or self.native_size
         sampler = opts.sampler_for(plan.mode)
-        images = sample_images(
-            self.pipe,
-            plan,
-            seeds=opts.seeds(),
-            steps=opts.steps,
-            guidance=opts.guidance,
-            width=width,
-            height=height,
-            sampler=sampler,
-            negative=opts.negative,
-            init_image=init_image,
-            strength=opts.strength if init_image is not None else None,
-            on_step=on_step,
-        )
         entries = {"content": content.id if content else None, "style": style.id if style else None}
         scales = {part: getattr(opts, f"{part}_scale") for part, eid in entries.items() if eid}
         base_meta = {
@@ -201,9 +193,30 @@ class Studio:
         }
         if init_image is not None:
             base_meta.update(strength=opts.strength, source_image=source_name)
+        seeds = opts.seeds()
+
+        def made(i: int, img: Image.Image) -> None:
+            if on_image is not None:
+                on_image(Generated(img, i, seeds[i], {**base_meta, "seed": seeds[i], "index": i}))
+
+        images = sample_images(
+            self.pipe,
+            plan,
+            seeds=opts.seeds(),
+            steps=opts.steps,
+            guidance=opts.guidance,
+            width=width,
+            height=height,
+            sampler=sampler,
+            negative=opts.negative,
+            init_image=init_image,
+            strength=opts.strength if init_image is not None else None,
+            on_step=on_step,
+            on_image=made,
+        )
         return [
             Generated(img, i, seed, {**base_meta, "seed": seed, "index": i})
-            for i, (img, seed) in enumerate(zip(images, opts.seeds()))
+            for i, (img, seed) in enumerate(zip(images, seeds))
         ]
 
     def close(self) -> None:

@@ -51,14 +51,25 @@ class Saved:
         return out
 
 
-def prepare_out_dir(out_dir: Path) -> bool:
+def planned_names(seeds: Sequence[int], *, sheet: bool = False) -> list[str]:
+    """The file names a call will write for ``seeds`` (image ``i`` uses ``seeds[i]``)."""
+    return [image_name(i, seed) for i, seed in enumerate(seeds)] + ([SHEET_NAME] if sheet else [])
+
+
+def prepare_out_dir(out_dir: Path, names: Sequence[str] = (), *, force: bool = False) -> bool:
     """Create the output folder before sampling, so a bad ``-o`` fails before any work is done.
 
-    Returns True when this call created it (the caller removes it again if nothing is written).
+    An existing folder that already holds one of ``names`` is refused unless ``force`` (earlier
+    images are never overwritten silently). Returns True when this call created the folder (the
+    caller removes it again if nothing is written).
     """
     from unziplora.errors import OutputError
 
     existed = out_dir.is_dir()
+    taken = [n for n in names if os.path.lexists(out_dir / n)] if existed else []
+    if taken and not force:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise OutputError(f"{out_dir / taken[0]} already exists{more}; pass --force to overwrite, or -o with another folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".unziplora-write-test-{os.getpid()}"
@@ -70,13 +81,18 @@ def prepare_out_dir(out_dir: Path) -> bool:
     return not existed
 
 
-def save_results(results: Sequence[Any], out_dir: Path, *, sheet: bool = False) -> Saved:
-    """Write each :class:`Generated` as PNG (text chunks carry its record); optionally a sheet."""
+def save_image(result: Any, out_dir: Path) -> Path:
+    """Write one :class:`Generated` as PNG (text chunks carry its record); return its path."""
+    return save_png(result.image, Path(out_dir) / image_name(result.index, result.seed), result.meta)
+
+
+def save_results(results: Sequence[Any], out_dir: Path, *, sheet: bool = False, written: Sequence[Path] = ()) -> Saved:
+    """Write each :class:`Generated` not yet ``written`` (paths, in order); optionally a sheet."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = Saved()
-    for result in results:
-        saved.paths.append(save_png(result.image, out_dir / image_name(result.index, result.seed), result.meta))
+    for index, result in enumerate(results):
+        saved.paths.append(written[index] if index < len(written) else save_image(result, out_dir))
     if sheet and results:
         labels = [f"seed {r.seed}" for r in results]
         picture = grid([r.image for r in results], labels=labels)

@@ -210,6 +210,7 @@ def sample_images(
     init_image: Image.Image | None = None,
     strength: float | None = None,
     on_step: StepCallback | None = None,
+    on_image: Callable[[int, Image.Image], None] | None = None,
 ) -> list[Image.Image]:
     """Sample one image per seed with the UNet's UnZipLoRA layers in ``plan.mode``.
 
@@ -247,6 +248,8 @@ def sample_images(
                 else:
                     call.update(width=width, height=height)
                 images.append(runner(**call).images[0])
+                if on_image is not None:  # e.g. written at once, so an interruption keeps what was drawn
+                    on_image(index, images[-1])
         finally:
             pipe.scheduler = original_scheduler
             runner.scheduler = original_scheduler

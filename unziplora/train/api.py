@@ -128,6 +128,7 @@ def train_requests(
     on_start: Optional[Callable[[Any, int, int], None]] = None,
     on_step: Optional[Callable[[Any], None]] = None,
     on_done: Optional[Callable[[Any], None]] = None,
+    on_note: Optional[Callable[[str], None]] = None,
 ) -> list[Any]:
     """Train every request of this process's share on one loaded base; return the new entries.
 
@@ -147,7 +148,7 @@ def train_requests(
             request.extra.update(process_index=rank, num_processes=world)
         if on_start is not None:
             on_start(request, index, len(mine))
-        entry = trainer.train(request, registry, on_step=on_step)
+        entry = trainer.train(request, registry, on_step=on_step, on_note=on_note)
         entries.append(entry)
         if on_done is not None:
             on_done(entry)

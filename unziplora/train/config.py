@@ -14,6 +14,9 @@ from unziplora.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
+# Seeds feed torch generators as seed, seed + 1 and seed * 1_000_003 + epoch (loop.image_order),
+# which must stay below 2**64; 32 bits leave room for all three.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -56,6 +59,8 @@ class TrainConfig:
         def bad(option: str, why: str) -> None:
             raise ConfigError(f"--{option.replace('_', '-')} {why}")
 
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            bad("seed", f"must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         for name in ("steps", "rank", "sample_times", "resolution"):
             if int(getattr(self, name)) <= 0:
                 bad(name, f"must be a positive integer, got {getattr(self, name)}")

@@ -42,21 +42,23 @@ def _rounds_per_group(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_entry_payload(
-    trainer: Any, registry: Any, request: Any, layers: dict[str, Any], columns: Any, result: Any, run_dir: Any = None
+    trainer: Any, registry: Any, request: Any, layers: dict[str, Any], columns: Any, result: Any, run_dir: Any = None,
+    *, preview: Any = None, run_id: str | None = None,
 ) -> Any:
-    """Save the trained layers and the record as a new entry; return the registry's Entry."""
+    """Save the trained layers and the record as a new entry; return the registry's Entry.
+
+    ``preview`` is the sheet the trainer rendered (None: the entry has no preview.png);
+    ``run_id`` is recorded in ``figures`` so the run can never be resumed into a second entry.
+    """
     from safetensors.torch import save_file
 
     from unziplora.images import thumbnail
     from unziplora.method.state import lora_state_dict, merge_state_dict
-    from unziplora.train.previews import entry_preview
-
     config, prompts = request.config, request.prompts
     dtype = SAVE_DTYPES[config.save_precision]
     content = {k: v.detach().to("cpu", dtype).contiguous() for k, v in lora_state_dict(layers, "content").items()}
     style = {k: v.detach().to("cpu", dtype).contiguous() for k, v in lora_state_dict(layers, "style").items()}
     masks = {k: v.detach().to("cpu").contiguous() for k, v in merge_state_dict(layers).items()}
-    preview = entry_preview(trainer, layers, request)
     base = {"ref": trainer.spec.ref, "kind": trainer.spec.kind, "fingerprint": trainer.base_fingerprint}
     with registry.new_entry(subject=prompts.subject or "", style=prompts.style_words or "", name=request.name) as staging:
         entry_id = staging.id
@@ -91,6 +93,7 @@ def write_entry_payload(
                 "precision": trainer.placement.precision,
                 "save_precision": config.save_precision,
                 **request.extra,
+                **({"run_id": run_id} if run_id else {}),
             },
             "columns": {"mean_per_group": columns.group_counts(), "rounds": _rounds_per_group(columns.history)},
             "command": request.command,

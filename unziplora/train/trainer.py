@@ -8,8 +8,9 @@
    encoders and the VAE off the accelerator for the loop;
 3. injects the UnZipLoRA layers, builds AdamW's three parameter groups and the column-separation
    scheduler, and restores a checkpoint when resuming;
-4. runs :func:`unziplora.train.loop.train_loop`, checkpointing on request and on Ctrl-C;
-5. writes the entry (LoRAs, merges and masks, thumbnail, preview sheet, record) through the
+4. runs :func:`unziplora.train.loop.train_loop`, checkpointing on request and on Ctrl-C, and
+   once more right after the last step, so a finished training is never lost;
+5. renders the preview (Ctrl-C there skips only the preview) and writes the entry (LoRAs, merges and masks, thumbnail, preview sheet, record) through the
    registry's atomic staging, removes the run directory, and takes the layers out again.
 """
 
@@ -74,6 +75,21 @@ def sigint_requests_stop() -> Iterator[Callable[[], bool]]:
         yield flag.is_set
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+HOOK_ENV = "UNZIPLORA_TEST_TRAIN_HOOK"
+
+
+def hook(point: str) -> None:
+    """Test hook: with ``UNZIPLORA_TEST_TRAIN_HOOK=<point>`` raise KeyboardInterrupt there, as a Ctrl-C would.
+
+    Points: ``trained`` (right after the last step's checkpoint), ``preview`` (in the final
+    preview), ``saving`` (writing the entry). A real signal at those moments is too racy to test.
+    """
+    import os
+
+    if os.environ.get(HOOK_ENV) == point:
+        raise KeyboardInterrupt
 
 
 class Trainer:
@@ -161,13 +177,24 @@ class Trainer:
         run: Optional[Run] = None,
         on_step: Optional[Callable[[StepReport], None]] = None,
         on_preview: Optional[Callable[[int, Path], None]] = None,
+        on_note: Optional[Callable[[str], None]] = None,
     ) -> Any:
         """Train ``request`` to a new registry entry and return it (``registry.get(id)``)."""
         from unziplora.train import checkpoint as ckpt
 
+        from unziplora.prompts import fit_prompts
+
         config = request.config
+        prompts, notes = fit_prompts(request.prompts, self.pipe.tokenizer)  # record what the encoders see
+        if notes:
+            request.prompts = prompts
+            for line in notes:
+                if on_note is not None:
+                    on_note(line)
         if run is None:
             run = self._open_run(request, registry)
+        elif run.lock is None and not run.acquire():
+            raise TrainingError(f"run {run.id} is in use by another unzip process; wait for it to finish")
         try:
             cond, posterior = self._encode(request)
             unet, layers, columns, optimizer = self._prepare_unet(config, len(request.images))
@@ -185,6 +212,8 @@ class Trainer:
             def save(step: int) -> None:
                 snapshot = _snapshot(layers, columns, optimizer, generator, step)
                 snapshot["scaler"] = scaler.state_dict() if scaler is not None else None
+                if step >= config.steps:  # no step is left: Adam's moments (2x the LoRAs) are not needed
+                    snapshot["optimizer"] = None
                 ckpt.save_checkpoint(run.path, snapshot)
                 run.update(checkpoint_step=step)
 
@@ -209,17 +238,50 @@ class Trainer:
                 except TrainingInterrupted as stopped:
                     save(stopped.step)
                     raise TrainingStopped(run, stopped.step, config.steps) from None
-            entry = write_entry_payload(self, registry, request, layers, columns, result, run.path)
+                # The last step is done: keep the trained layers before anything else can fail or be
+                # interrupted (a resume of this checkpoint only previews and saves).
+                if start < config.steps:
+                    save(config.steps)
+                    run.update(final_loss=result.final_loss, train_seconds=round(result.seconds, 3))
+                else:  # resumed after the last step: the loop ran nothing, its figures are the run's
+                    result.final_loss = float(run.record.get("final_loss", result.final_loss))
+                    result.seconds = float(run.record.get("train_seconds", 0.0))
+                stop_seen = stop()
+            try:
+                hook("trained")
+                preview = self._final_preview(layers, request, skip=stop_seen, on_note=on_note)
+                hook("saving")
+                entry = write_entry_payload(self, registry, request, layers, columns, result, run.path, preview=preview, run_id=run.id)
+            except KeyboardInterrupt:  # the trained layers are in the final checkpoint: resumable
+                raise TrainingStopped(run, config.steps, config.steps) from None
         except TrainingStopped:
+            run.release()
             raise
         except BaseException:  # a non-finite loss, a crash, a second Ctrl-C
             if not ckpt.has_checkpoint(run.path):  # a checkpointed run stays resumable
                 run.remove()
+            run.release()
             raise
         finally:
             self._release_unet()
         run.remove()
         return entry
+
+    def _final_preview(self, layers: dict[str, Any], request: TrainRequest, *, skip: bool,
+                       on_note: Optional[Callable[[str], None]]) -> Any:
+        """The entry's preview sheet; None (and a note) when Ctrl-C came during the last step or the preview."""
+        from unziplora.train.previews import entry_preview
+
+        say = on_note or (lambda line: None)
+        if skip:
+            say("Ctrl-C during the last step: saving the entry without a preview.")
+            return None
+        try:
+            hook("preview")
+            return entry_preview(self, layers, request)
+        except KeyboardInterrupt:
+            say("Ctrl-C during the preview: preview stopped; saving the entry without it.")
+            return None
 
     @property
     def noise_scheduler(self) -> Any:
@@ -292,6 +354,7 @@ def _strip_base(state: dict[str, Any]) -> dict[str, Any]:
 def _restore(layers: dict[str, Any], columns: Any, optimizer: Any, generator: torch.Generator, state: dict[str, Any]) -> None:
     for name, layer in layers.items():
         layer.load_state_dict(state["layers"][name], strict=False)
-    optimizer.load_state_dict(state["optimizer"])
+    if state.get("optimizer") is not None:  # None in the checkpoint written after the last step
+        optimizer.load_state_dict(state["optimizer"])
     columns.load_state_dict(state["columns"])
     generator.set_state(state["generator"])

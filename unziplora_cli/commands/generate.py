@@ -44,6 +44,7 @@ OutOpt = Annotated[
     Optional[Path], typer.Option("-o", "--out", metavar="DIR", help="Output folder [default: ./unzip-out/<time>-<ids>/].")
 ]
 SheetOpt = Annotated[bool, typer.Option("--sheet", help="Also write sheet.png, all images in one grid.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite images already in the output folder.")]
 PromptOpt = Annotated[Optional[str], typer.Option("--prompt", metavar="TEXT", help="Use this prompt instead of the built one.")]
 
 
@@ -83,10 +84,13 @@ def _options(**fields: Any) -> Any:
 
 
 def _run(ctx: typer.Context, run: Any, content: Optional[str], style: Optional[str], base: Optional[str], device: Optional[str],
-         precision: Optional[str], out: Optional[Path], sheet: bool, call: Any) -> None:
-    """Resolve entries and base, load the studio, call ``call(studio, request, progress)``, write and print."""
+         precision: Optional[str], out: Optional[Path], sheet: bool, call: Any, seeds: list[int], force: bool) -> None:
+    """Resolve entries and base, load the studio, call ``call(studio, request, progress, on_image)``, print.
+
+    Each image is written as soon as it is drawn, so an interruption keeps what was made.
+    """
     from unziplora.generate.api import open_studio, resolve
-    from unziplora.generate.output import default_out_dir, prepare_out_dir, save_results
+    from unziplora.generate.output import default_out_dir, planned_names, prepare_out_dir, save_image, save_results
     from unziplora.settings import load_settings
 
     settings = load_settings(registry=run.registry, device=device, precision=precision)
@@ -97,19 +101,22 @@ def _run(ctx: typer.Context, run: Any, content: Optional[str], style: Optional[s
         note(TINY_NOTE, quiet=run.quiet)
     ids = [e.id for e in (request.content, request.style) if e is not None]
     out_dir = out if out is not None else default_out_dir(ids)
-    created = prepare_out_dir(out_dir)
+    created = prepare_out_dir(out_dir, planned_names(seeds, sheet=sheet), force=force)
+    written: list[Path] = []
     try:
         studio = open_studio(request.base, device=settings.device, precision=settings.precision)
         progress = _Progress(run.quiet)
         try:
-            results = call(studio, request, progress)
+            results = call(studio, request, progress, lambda result: written.append(save_image(result, out_dir)))
         finally:
             progress.close()
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()
+        elif written:
+            warn(f"{len(written)} image(s) written to {out_dir} before the stop")
         raise
-    saved = save_results(results, out_dir, sheet=sheet)
+    saved = save_results(results, out_dir, sheet=sheet, written=written)
     if run.json:
         emit_json({"images": saved.records(results), "sheet": str(saved.sheet) if saved.sheet else None})
         return
@@ -145,6 +152,7 @@ def compose(
     precision: PrecisionOpt = None,
     out: OutOpt = None,
     sheet: SheetOpt = False,
+    force: ForceOpt = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -164,13 +172,13 @@ def compose(
         content_scale=content_scale, style_scale=style_scale, prompt_separation=not single_prompt,
     )
 
-    def call(studio: Any, request: Any, progress: Any) -> Any:
+    def call(studio: Any, request: Any, progress: Any, on_image: Any) -> Any:
         return studio.compose(
             request.content, request.style, context, prompt=prompt, content_prompt=content_prompt,
-            style_prompt=style_prompt, options=options, on_step=progress,
+            style_prompt=style_prompt, options=options, on_step=progress, on_image=on_image,
         )
 
-    _run(ctx, run, content, style, base, device, precision, out, sheet, call)
+    _run(ctx, run, content, style, base, device, precision, out, sheet, call, options.seeds(), force)
 
 
 def restyle(
@@ -197,6 +205,7 @@ def restyle(
     precision: PrecisionOpt = None,
     out: OutOpt = None,
     sheet: SheetOpt = False,
+    force: ForceOpt = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -215,13 +224,13 @@ def restyle(
 
         picture = open_picture(image)
 
-    def call(studio: Any, request: Any, progress: Any) -> Any:
+    def call(studio: Any, request: Any, progress: Any, on_image: Any) -> Any:
         return studio.restyle(
             request.style, subject, context, prompt=prompt, image=picture,
-            image_name=image.name if image is not None else None, options=options, on_step=progress,
+            image_name=image.name if image is not None else None, options=options, on_step=progress, on_image=on_image,
         )
 
-    _run(ctx, run, None, style, base, device, precision, out, sheet, call)
+    _run(ctx, run, None, style, base, device, precision, out, sheet, call, options.seeds(), force)
 
 
 def register(app: typer.Typer) -> None:

@@ -160,12 +160,19 @@ def remove(
     entry_ids: Annotated[list[str] | None, typer.Argument(metavar="ID", help="Entry ids, unique prefixes or names.", show_default=False, autocompletion=entry_ids)] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")] = False,
+    runs: Annotated[
+        list[str] | None,
+        typer.Option("--run", metavar="RUN", help="Discard an interrupted training run instead (see 'unzip list --runs'); repeatable."),
+    ] = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Remove entries and free their disk space."""
+    """Remove entries and free their disk space (or, with --run, discard interrupted training runs)."""
     opts = run_options(ctx, registry=registry, json=json, quiet=quiet)
+    if runs:
+        _remove_runs(opts, runs, entry_ids, dry_run)
+        return
     if not entry_ids:
         if yes:  # like `rm -f` with no operands, so `unzip rm $(unzip list -q --filter x) --yes` is fine when nothing matches
             note("Nothing to remove.", quiet=opts.quiet)
@@ -224,6 +231,26 @@ def init(
     note(f"{reg.root} is {'already' if existed else 'now'} an unziplora registry.", quiet=opts.quiet)
 
 
+def _remove_runs(opts: Any, refs: list[str], entry_ids: list[str] | None, dry_run: bool) -> None:
+    """``unzip rm --run RUN``: no confirmation needed, a run is not an entry (nothing else refers to it)."""
+    from unziplora.errors import ConfigError
+    from unziplora.train.run import open_run, remove_run
+
+    if entry_ids:
+        raise ConfigError("--run removes training runs; remove entries in a separate 'unzip rm ID' call.")
+    root = _registry(opts.registry).root
+    found = [open_run(root, ref) for ref in refs]  # every ref checked before anything is removed
+    for run in found:
+        if dry_run:
+            note(f"Dry run: would discard run {run.id}.", quiet=opts.quiet)
+            continue
+        remove_run(root, run.id)
+        if opts.quiet:
+            data(run.id)
+        else:
+            note(f"Discarded run {run.id}.")
+
+
 def register(app: typer.Typer) -> None:
     app.command(
         "list",
@@ -235,6 +262,9 @@ def register(app: typer.Typer) -> None:
     )(show)
     app.command(
         "rm",
-        epilog=epilog("unzip rm cat-sketch-3f2a", "unzip rm cat dog --dry-run", "unzip rm $(unzip list -q --filter cat) --yes"),
+        epilog=epilog(
+            "unzip rm cat-sketch-3f2a", "unzip rm cat dog --dry-run", "unzip rm $(unzip list -q --filter cat) --yes",
+            "unzip rm --run cat-sketch-run-1a2b    # discard an interrupted training run",
+        ),
     )(remove)
     app.command("init", epilog=epilog("unzip init ~/loras", "unzip init"))(init)

@@ -75,7 +75,6 @@ def train(
     from unziplora.settings import load_settings
     from unziplora.train.api import distributed, prepare_requests, request_from_run, train_requests
     from unziplora.train.config import TrainConfig
-    from unziplora.train.trainer import TrainingStopped
 
     opts = run_options(ctx, registry=registry, json=json, quiet=quiet)
     settings = load_settings(registry=opts.registry, base_model=base, device=device, precision=precision)
@@ -88,7 +87,10 @@ def train(
             raise ConfigError("--resume continues one run in one process; run it without torchrun/accelerate launch.")
         if images:
             raise ConfigError("--resume continues a run with its own images; do not pass images with it.")
+        from unziplora.train.run import claim_for_resume
+
         run = open_run(settings.registry, resume)
+        claim_for_resume(run, Registry.from_settings(settings.registry))  # one line if in use, unrecorded or already an entry
         request = request_from_run(run)
         if request.config.faithful:
             settings = _faithful(request.config, settings, [request])[0]
@@ -130,6 +132,8 @@ def train(
         _tiny_note(base_ref, opts.quiet)
         requests, runs = prepared.requests, []
     reg = Registry.from_settings(settings.registry)  # only now: a refused call must not touch the registry
+    from unziplora.train.trainer import TrainingStopped  # torch: only once every option was checked
+
     finished: list[Any] = []
 
     def done(entry: Any) -> None:
@@ -142,14 +146,17 @@ def train(
         else:
             entries = train_requests(
                 requests, base=base_ref, registry=reg, device=settings.device, precision=settings.precision,
-                on_start=progress.start, on_step=progress.step, on_done=done,
+                on_start=progress.start, on_step=progress.step, on_done=done, on_note=warn,
             )
     except TrainingStopped as stopped:
         progress.close()
         for entry in finished:  # entries completed earlier in an --each batch are kept
             data(entry.id)
         saved = f"; {len(finished)} earlier entr{'y was' if len(finished) == 1 else 'ies were'} saved" if finished else ""
-        note(f"interrupted after step {stopped.step} of {stopped.total}; this run is not an entry yet{saved}.")
+        if stopped.step >= stopped.total:
+            note(f"interrupted after the last step ({stopped.total}); the trained LoRAs are kept in the run, not yet an entry{saved}.")
+        else:
+            note(f"interrupted after step {stopped.step} of {stopped.total}; this run is not an entry yet{saved}.")
         note(f"resume with: unzip train --resume {stopped.run.id}")
         raise typer.Exit(130) from None
     except TrainingError:
@@ -164,7 +171,7 @@ def _resume(run: Any, request: Any, base_ref: str, reg: Any, settings: Any, prog
 
     trainer = Trainer(base_ref, device=settings.device, precision=settings.precision)
     progress.start(request, 0, 1, first_step=run.step)
-    entry = trainer.train(request, reg, run=run, on_step=progress.step)
+    entry = trainer.train(request, reg, run=run, on_step=progress.step, on_note=warn)
     progress.done(entry)
     return [entry]
 

@@ -1,0 +1,58 @@
+"""Generated images are written as they are made, and never over earlier ones without --force."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from generate_helpers import make_entry
+
+from unziplora.registry import Registry
+
+FAST = ["--steps", "2", "--width", "64", "--height", "64"]
+
+
+@pytest.fixture
+def entry(isolated_env: Path):
+    return make_entry(Registry.from_settings(), subject="cat", style="sketch", seed=1)
+
+
+def test_an_interrupted_compose_keeps_the_images_already_drawn(cli, entry, tmp_path: Path, monkeypatch) -> None:
+    from unziplora_cli.commands import generate
+
+    def progress(self, done: int, total: int) -> None:
+        if done == 5:  # step 1 of image 3 of 3 (2 steps each)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate._Progress, "__call__", progress)
+    out = tmp_path / "out"
+    result = cli("compose", "--content", entry.id, "-n", "3", "-o", str(out), *FAST)
+    assert result.exit_code == 130
+    assert sorted(p.name for p in out.iterdir()) == ["00-seed0.png", "01-seed1.png"]
+    assert f"warning: 2 image(s) written to {out} before the stop" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["compose", "restyle"])
+def test_existing_images_are_not_overwritten_without_force(cli, entry, tmp_path: Path, monkeypatch, command) -> None:
+    import unziplora.generate.api as api
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "01-seed1.png").write_bytes(b"earlier image")
+    (out / "notes.txt").write_text("kept")
+    args = ["--content", entry.id] if command == "compose" else ["--style", entry.id, "--subject", "a dog"]
+    with monkeypatch.context() as patch:
+        patch.setattr(api, "open_studio", lambda *a, **k: pytest.fail("the base was loaded before -o was checked"))
+        refused = cli(command, *args, "-n", "2", "-o", str(out), *FAST)
+    assert refused.exit_code == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: {out / '01-seed1.png'} already exists; pass --force to overwrite, or -o with another folder"
+    )
+    assert (out / "01-seed1.png").read_bytes() == b"earlier image"
+
+    other_seed = cli(command, *args, "--seed", "5", "-o", str(out), *FAST)  # no name taken: fine
+    assert other_seed.exit_code == 0, other_seed.stderr
+    forced = cli(command, *args, "-n", "2", "-o", str(out), "--force", *FAST)
+    assert forced.exit_code == 0, forced.stderr
+    assert (out / "01-seed1.png").read_bytes() != b"earlier image"
+    assert sorted(p.name for p in out.iterdir()) == ["00-seed0.png", "00-seed5.png", "01-seed1.png", "notes.txt"]
