@@ -56,3 +56,16 @@ def test_existing_images_are_not_overwritten_without_force(cli, entry, tmp_path:
     assert forced.exit_code == 0, forced.stderr
     assert (out / "01-seed1.png").read_bytes() != b"earlier image"
     assert sorted(p.name for p in out.iterdir()) == ["00-seed0.png", "00-seed5.png", "01-seed1.png", "notes.txt"]
+
+
+def test_a_prompt_over_77_tokens_is_warned_about_and_recorded_as_used(cli, entry, tmp_path: Path) -> None:
+    from unziplora.generate.pngmeta import read_png_meta
+
+    context = "on a beach " + " ".join(f"word{i}" for i in range(120))
+    out = tmp_path / "long"
+    result = cli("compose", "--content", entry.id, context, "-o", str(out), *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert "warning: the content prompt is longer than 77 CLIP tokens; the images use (and record) only its start:" in result.stderr
+    recorded = read_png_meta(out / "00-seed0.png")["prompts"]["prompt"]  # content mode: one prompt
+    assert recorded.startswith("A ") and " cat on a beach word0" in recorded
+    assert len(recorded) < len(context) and "word119" not in recorded

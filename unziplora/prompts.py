@@ -295,8 +295,11 @@ def fit_prompt(text: str, tokenizer: Any) -> str:
     return " ".join(words[:low])
 
 
-def fit_prompts(prompts: PromptSet, tokenizer: Any) -> tuple[PromptSet, list[str]]:
-    """The prompts as the text encoders will see them, and one warning per prompt that was cut."""
+def fit_prompts(prompts: PromptSet, tokenizer: Any, *, use: str = "training uses (and records)") -> tuple[PromptSet, list[str]]:
+    """The prompts as the text encoders will see them, and one warning per prompt that was cut.
+
+    ``use`` says who uses the cut text, in the warning ("training uses (and records)").
+    """
     from dataclasses import replace
 
     changed: dict[str, str] = {}
@@ -307,7 +310,7 @@ def fit_prompts(prompts: PromptSet, tokenizer: Any) -> tuple[PromptSet, list[str
         if used != text:
             changed[field_name] = used
             notes.append(
-                f"the {field_name} prompt is longer than {MAX_PROMPT_TOKENS} CLIP tokens; training uses (and records) "
+                f"the {field_name} prompt is longer than {MAX_PROMPT_TOKENS} CLIP tokens; {use} "
                 f"only its start: {used!r}"
             )
     return (replace(prompts, **changed) if changed else prompts), notes

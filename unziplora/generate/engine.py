@@ -100,6 +100,7 @@ class Studio:
         options: GenerationOptions | None = None,
         on_step: StepCallback | None = None,
         on_image: Callable[[Generated], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
         **option_fields: Any,
     ) -> list[Generated]:
         """Content only, style only, or both (entries or ids), in ``context`` such as ``"on a beach"``.
@@ -112,6 +113,7 @@ class Studio:
         prompts = compose_prompts(
             content, style, context, subject=subject, prompt=prompt, content_prompt=content_prompt, style_prompt=style_prompt
         )
+        prompts = self._fit(prompts, on_note)
         plan = plan_prompts(prompts, mode_for(content, style), opts.prompt_separation)
         return self._run(plan, content, style, opts, on_step=on_step, on_image=on_image)
 
@@ -127,6 +129,7 @@ class Studio:
         options: GenerationOptions | None = None,
         on_step: StepCallback | None = None,
         on_image: Callable[[Generated], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
         **option_fields: Any,
     ) -> list[Generated]:
         """The style of entry ``style`` on a new ``subject``; with ``image`` (a path or an opened
@@ -143,10 +146,27 @@ class Studio:
             size = target_size(picture.size, self.native_size, opts.width, opts.height)
             opts = replace(opts, width=size[0], height=size[1])
             picture = fit_picture(picture, size)
-        prompts = compose_prompts(None, style, context, subject=subject, prompt=prompt)
+        prompts = self._fit(compose_prompts(None, style, context, subject=subject, prompt=prompt), on_note)
         plan = plan_prompts(prompts, "style")
         return self._run(plan, None, style, opts, init_image=picture, source_name=source_name, on_step=on_step,
                          on_image=on_image)
+
+    def _fit(self, prompts: Any, on_note: Callable[[str], None] | None) -> Any:
+        """The prompts cut to what CLIP reads (77 tokens), each cut reported through ``on_note``.
+
+        The images' PNG records then name the text that was really used, not the text given.
+        """
+        import warnings
+
+        from unziplora.prompts import fit_prompts
+
+        fitted, notes = fit_prompts(prompts, self.pipe.tokenizer, use="the images use (and record)")
+        for line in notes:
+            if on_note is not None:
+                on_note(line)
+            else:
+                warnings.warn(line, UserWarning, stacklevel=3)
+        return fitted
 
     def _run(
         self,

@@ -175,7 +175,7 @@ def compose(
     def call(studio: Any, request: Any, progress: Any, on_image: Any) -> Any:
         return studio.compose(
             request.content, request.style, context, prompt=prompt, content_prompt=content_prompt,
-            style_prompt=style_prompt, options=options, on_step=progress, on_image=on_image,
+            style_prompt=style_prompt, options=options, on_step=progress, on_image=on_image, on_note=warn,
         )
 
     _run(ctx, run, content, style, base, device, precision, out, sheet, call, options.seeds(), force)
@@ -228,6 +228,7 @@ def restyle(
         return studio.restyle(
             request.style, subject, context, prompt=prompt, image=picture,
             image_name=image.name if image is not None else None, options=options, on_step=progress, on_image=on_image,
+            on_note=warn,
         )
 
     _run(ctx, run, None, style, base, device, precision, out, sheet, call, options.seeds(), force)
