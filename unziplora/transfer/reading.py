@@ -110,7 +110,7 @@ def read_one(
     try:
         if kind == "kohya":
             sd = from_kohya(tensors, skip_text_encoders=skip_text_encoders)
-        elif kind in ("peft", "official"):
+        elif kind in ("peft", "official") or any("lora_magnitude_vector" in k for k in tensors):
             sd = from_peft(tensors, header, skip_text_encoders=skip_text_encoders)
         else:
             first = next(iter(tensors), "(none)")
