@@ -74,5 +74,6 @@ def test_text_encoder_refusal_names_the_flag(cli, reg, files, tmp_path):
     )
     peft_te = {"text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(2, 32)}
     path = _with(tmp_path, style, peft_te, "te2.safetensors")
-    assert refused(cli, reg, str(content), path).endswith("(1 tensors); unziplora keeps UNet LoRAs only — "
-                                                          "pass --skip-text-encoders to import the UNet part only")
+    assert refused(cli, reg, str(content), path).endswith(
+        "(1 tensors); unziplora keeps UNet LoRAs only — pass --skip-text-encoders to import the UNet part only"
+    )
