@@ -80,7 +80,8 @@ def test_keys_alpha_and_metadata(tmp_path):
     }
     assert expected.items() <= meta.items()
     assert json.loads(meta["unziplora.prompts"]) == dict(INFO.prompts)
-    assert meta["modelspec.hash_sha256"] == "0x" + meta["sshs_model_hash"]
+    assert "modelspec.hash_sha256" not in meta  # sd-scripts' resize/merge would leave it stale
+    assert meta["ss_resolution"] == "(1024, 1024)"
     assert meta["sshs_legacy_hash"] == "e3b0c442"  # < 1 MiB: sha256 of an empty slice
     assert all(isinstance(v, str) for v in meta.values())
     path = io.write_safetensors(tmp_path / "x.safetensors", tensors, meta)
@@ -138,7 +139,7 @@ def test_mixed_ranks_write_one_alpha_and_read_back_exactly():
     sd = {**make_sd(rank=4, modules=MODULES[:3]), **make_sd(rank=2, modules=MODULES[3:4], seed=1)}
     tensors, meta = kohya.to_kohya(sd, dtype="fp32")
     assert {t.item() for k, t in tensors.items() if k.endswith(".alpha")} == {4.0}
-    assert (meta["ss_network_dim"], meta["ss_network_alpha"]) == ("Dynamic", "4.0")
+    assert (meta["ss_network_dim"], meta["ss_network_alpha"]) == ("Dynamic", "Dynamic")  # as resize_lora.py
     back = kohya.from_kohya(tensors)
     for k, value in sd.items():
         assert torch.allclose(back[k], value, atol=1e-6)

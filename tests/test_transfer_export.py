@@ -30,7 +30,7 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("export-reg")
     reg = Registry(root)
     a = make_entry(reg, subject="cat", style="pencil sketch", seed=1)
-    b = make_entry(reg, subject="rose", style="pop art", seed=2)
+    b = make_entry(reg, subject="rose", style="pop art", seed=2, resolution=64)
     other = make_entry(
         reg, subject="dog", style="ink", seed=3, base={"ref": "some/other-base", "kind": "hub", "fingerprint": "x"}
     )
@@ -109,7 +109,7 @@ def test_kohya_metadata_parses_and_hashes_match(export, store, tmp_path):
     raw = path.read_bytes()
     header_len = int.from_bytes(raw[:8], "little")
     assert meta["sshs_model_hash"] == hashlib.sha256(raw[8 + header_len :]).hexdigest()  # the tensor data region
-    assert meta["modelspec.hash_sha256"] == "0x" + meta["sshs_model_hash"]
+    assert "modelspec.hash_sha256" not in meta
     tensors, _ = read_safetensors(path)
     assert (meta["sshs_model_hash"], meta["sshs_legacy_hash"]) == kohya_hashes(tensors, meta)
     assert all(t.ndim == 0 and t.dtype == torch.float32 for k, t in tensors.items() if k.endswith(".alpha"))
@@ -235,3 +235,9 @@ def test_library_api(store, tmp_path):
     assert meta["unziplora.style_entry_id"] == store["b"].id
     assert json.loads(meta["unziplora.prompts"])["style_words"] == "pop art"
     assert store["a"].record["base"] == TINY_BASE
+
+
+def test_metadata_names_the_trained_resolution(export, store, tmp_path):
+    assert export(store["b"].id, "-o", "rose.safetensors").exit_code == 0
+    meta = read_safetensors_metadata(tmp_path / "rose.safetensors")
+    assert meta["modelspec.resolution"] == "64x64" and meta["ss_resolution"] == "(64, 64)"

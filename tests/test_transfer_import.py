@@ -300,8 +300,9 @@ def test_foreign_or_partial_loras_are_refused(cli, reg, plain_files, tmp_path):
     }
     line = refused(cli, reg, _kohya_with(tmp_path, content, ff), str(style), "--base", "tiny-sdxl")
     assert line == (
-        "the content LoRA changes down_blocks.1.attentions.0.proj_in, which is not an attention projection "
-        "(1 such modules); unziplora entries hold LoRAs of to_q/to_k/to_v/to_out.0 only"
+        "the content LoRA changes 1 modules that are not attention projections "
+        "(e.g. lora_unet_input_blocks_4_1_proj_in); unziplora entries hold LoRAs of to_q/to_k/to_v/to_out.0 "
+        "only: pass --attention-only to drop them"
     )
     te = {
         "lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": torch.zeros(2, 32),

@@ -47,6 +47,7 @@ def make_entry(
     rank: int = 4,
     dtype: torch.dtype = torch.float16,
     base: dict[str, Any] | None = None,
+    resolution: int | None = None,
 ) -> Any:
     """One trained-looking entry (content, style, masks) in ``reg``."""
     from safetensors.torch import save_file
@@ -69,7 +70,7 @@ def make_entry(
             "prompts": {"combined": prompts.combined, "content": prompts.content, "style": prompts.style},
             "rare_token": prompts.token,
             "base": dict(base or TINY_BASE),
-            "settings": {"rank": rank, "steps": 2, "seed": 0},
+            "settings": {"rank": rank, "steps": 2, "seed": 0, **({"resolution": resolution} if resolution else {})},
         }
     return reg.get(st.id)
 

@@ -126,7 +126,8 @@ def to_kohya(
     meta.update(md.modelspec_metadata(info, implementation=md.IMPLEMENTATION_SGM))
     meta["sshs_model_hash"] = model_hash
     meta["sshs_legacy_hash"] = legacy_hash
-    meta["modelspec.hash_sha256"] = "0x" + model_hash
+    # No modelspec.hash_sha256: sd-scripts' resize_lora/merge scripts recompute sshs_* but copy the
+    # modelspec keys, so a stored copy would go stale; loaders hash the file themselves.
     meta.update(md.provenance_metadata(info))
     return tensors, meta
 
@@ -172,7 +173,7 @@ def from_kohya(
     if text_encoder_keys and not skip_text_encoders:
         raise ImportFormatError(
             f"the LoRA also changes the text encoders ({text_encoder_keys} tensors); unziplora keeps UNet LoRAs only — "
-            "import it with the text-encoder part skipped."
+            "pass --skip-text-encoders to import the UNet part only"
         )
     pairs = {}
     for stem, parts in groups.items():

@@ -33,7 +33,8 @@ class LoraInfo:
         training_comment: ``ss_training_comment``.
         author, license, tags: the matching ``modelspec.*`` keys (tags comma-joined).
         date: ISO-8601 local time without zone; defaults to now (seconds precision).
-        resolution: ``"1024x1024"`` for SDXL.
+        resolution: the trained side in pixels (square crops): ``modelspec.resolution`` ``"WxH"``
+            and ``ss_resolution`` ``"(W, H)"``, as sd-scripts writes its resolution tuple.
         prediction_type: ``"epsilon"`` for SDXL base.
         base_model: id or path of the base (``ss_sd_model_name``, ``unziplora.base_model``).
         entry_id: registry entry the LoRA came from (``unziplora.entry_id``).
@@ -53,7 +54,7 @@ class LoraInfo:
     license: str | None = None
     tags: tuple[str, ...] = ()
     date: str | None = None
-    resolution: str = "1024x1024"
+    resolution: int = 1024
     prediction_type: str = "epsilon"
     base_model: str | None = None
     entry_id: str | None = None
@@ -67,14 +68,14 @@ def _now() -> str:
 
 
 def network_dim_alpha(ranks: Iterable[int], alpha: float | None = None) -> tuple[str, str]:
-    """``ss_network_dim`` / ``ss_network_alpha``: the rank when all modules share it, else
-    ``"Dynamic"`` (as kohya's resize_lora); alpha printed as kohya prints a float (``"16.0"``),
-    ``"Dynamic"`` only when ranks vary and no single alpha is given."""
+    """``ss_network_dim`` / ``ss_network_alpha``: the rank and alpha when all modules share the rank
+    (alpha printed as kohya prints a float, ``"16.0"``); when ranks vary, both ``"Dynamic"``, as
+    sd-scripts' ``resize_lora.py`` writes for a dynamic resize (a numeric alpha next to
+    ``"Dynamic"`` would be read as alpha/dim with no dim)."""
     distinct = sorted(set(ranks))
-    dim = str(distinct[0]) if len(distinct) == 1 else "Dynamic"
-    if alpha is None:
-        alpha = float(distinct[0]) if len(distinct) == 1 else None
-    return dim, (str(float(alpha)) if alpha is not None else "Dynamic")
+    if len(distinct) != 1:
+        return "Dynamic", "Dynamic"
+    return str(distinct[0]), str(float(alpha if alpha is not None else distinct[0]))
 
 
 def ss_metadata(info: LoraInfo, ranks: Iterable[int], *, alpha: float | None = None) -> dict[str, str]:
@@ -90,6 +91,7 @@ def ss_metadata(info: LoraInfo, ranks: Iterable[int], *, alpha: float | None = N
             "ss_network_alpha": alpha_text,
             "ss_base_model_version": SDXL_BASE_MODEL_VERSION,
             "ss_v2": "False",
+            "ss_resolution": str((info.resolution, info.resolution)),
         }
     )
     name = info.output_name or info.title
@@ -110,7 +112,7 @@ def modelspec_metadata(info: LoraInfo, *, implementation: str = IMPLEMENTATION_S
         "modelspec.implementation": implementation,
         "modelspec.title": info.title or info.output_name or f"LoRA@{int(datetime.now().timestamp())}",
         "modelspec.date": info.date or _now(),
-        "modelspec.resolution": info.resolution,
+        "modelspec.resolution": f"{info.resolution}x{info.resolution}",
         "modelspec.prediction_type": info.prediction_type,
     }
     optional = {

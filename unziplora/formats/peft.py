@@ -138,6 +138,12 @@ def from_peft(
 
     found: dict[str, dict[str, torch.Tensor]] = {}
     text_encoder_keys = 0
+    dora = [k for k in tensors if "lora_magnitude_vector" in k]
+    if dora:
+        raise ImportFormatError(
+            f"it is a DoRA LoRA ({len(dora)} lora_magnitude_vector keys, e.g. {dora[0]!r}); DoRA is not supported, "
+            "only plain LoRAs"
+        )
     for key, value in tensors.items():
         if key.startswith(_TEXT_ENCODER_PREFIXES):
             text_encoder_keys += 1
@@ -153,7 +159,7 @@ def from_peft(
     if text_encoder_keys and not skip_text_encoders:
         raise ImportFormatError(
             f"the LoRA also changes the text encoders ({text_encoder_keys} tensors); unziplora keeps UNet LoRAs only — "
-            "import it with the text-encoder part skipped."
+            "pass --skip-text-encoders to import the UNet part only"
         )
     if not found:
         raise ImportFormatError("the file holds no UNet LoRA tensors.")

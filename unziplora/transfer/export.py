@@ -178,6 +178,7 @@ def _info(entry: Any, style_entry: Any, part: str, title: str) -> Any:
         part=part,
         prompts=prompts,
         training=training,
+        resolution=int(settings.get("resolution") or LoraInfo.resolution),
     )
 
 

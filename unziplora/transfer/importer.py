@@ -108,6 +108,8 @@ def _write(
     name: str | None,
     base: str | None,
     ask: Ask | None,
+    attention_only: bool = False,
+    on_note: Callable[[str], None] | None = None,
 ) -> Any:
     """Check ``read`` against the base, settle the words, and write the entry."""
     from safetensors.torch import save_file
@@ -117,8 +119,21 @@ def _write(
 
     spec, base_record = _base(base)
     shapes = base_projection_shapes(spec)
-    content_ranks = check_fits(read.content, shapes, "content LoRA", spec.ref)
-    style_ranks = check_fits(read.style, shapes, "style LoRA", spec.ref)
+    notes = list(read.notes)
+    if attention_only:
+        from unziplora.transfer.reading import attention_only as keep_attention
+
+        read.content, c_notes = keep_attention(read.content, shapes, "content LoRA")
+        read.style, s_notes = keep_attention(read.style, shapes, "style LoRA")
+        notes += c_notes + s_notes
+    naming = read.naming or {}
+    offer = read.official_stem is None
+    content_ranks = check_fits(
+        read.content, shapes, "content LoRA", spec.ref, naming.get("content", "diffusers"), offer_flag=offer
+    )
+    style_ranks = check_fits(
+        read.style, shapes, "style LoRA", spec.ref, naming.get("style", "diffusers"), offer_flag=offer
+    )
     prompts = resolve_prompts(subject, style, read.headers, ask)
     outs = {m: int(up.shape[0]) for m, (_d, up) in split_pairs(read.content).items()}
     masks = _masks(read, content_ranks, outs)
@@ -131,6 +146,8 @@ def _write(
         part: {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
         for part, sd in (("content", read.content), ("style", read.style))
     }
+    for line in notes if on_note else ():
+        on_note(line)  # type: ignore[misc]
     with registry.new_entry(subject=prompts.subject or "", style=prompts.style_words or "", name=name) as staging:
         for part, rank in (("content", rank_c), ("style", rank_s)):
             meta = lora_metadata(part, staging.id, prompts, rank, spec.ref, origin=f"imported from {read.format} files")
@@ -202,11 +219,26 @@ def import_files(
     base: str | None = None,
     ask: Ask | None = None,
     skip_text_encoders: bool = False,
+    attention_only: bool = False,
+    on_note: Callable[[str], None] | None = None,
 ) -> Any:
     """Import a content and a style LoRA file (kohya or diffusers) as a new entry with merges of one.
 
     Subject/style words default to what our own files record (``unziplora.prompts``).
-    ``skip_text_encoders`` drops text-encoder modules instead of refusing the file.
+    ``skip_text_encoders`` drops text-encoder modules instead of refusing the file;
+    ``attention_only`` drops UNet modules other than attention projections (kohya's proj_in,
+    proj_out, ff) and gives projections the file lacks a zero delta. ``on_note`` gets one line per
+    thing dropped or filled, with counts.
     """
     read = read_pair(content_path, style_path, skip_text_encoders=skip_text_encoders)
-    return _write(read, registry, subject=subject, style=style, name=name, base=base, ask=ask)
+    return _write(
+        read,
+        registry,
+        subject=subject,
+        style=style,
+        name=name,
+        base=base,
+        ask=ask,
+        attention_only=attention_only,
+        on_note=on_note,
+    )

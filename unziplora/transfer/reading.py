@@ -47,6 +47,8 @@ class ReadLoRA:
     merges: dict[str, Any] | None = None
     masks: dict[str, Any] | None = None
     official_stem: Path | None = None
+    naming: dict[str, str] = field(default_factory=dict)  # part -> "kohya" / "diffusers": names in errors
+    notes: list[str] = field(default_factory=list)  # warnings for the user (modules dropped or filled)
 
 
 def sha256_of(path: Path) -> tuple[str, int]:
@@ -113,7 +115,7 @@ def read_one(
     try:
         if kind == "kohya":
             sd = from_kohya(tensors, skip_text_encoders=skip_text_encoders)
-        elif kind in ("peft", "official"):
+        elif kind in ("peft", "official") or any("lora_magnitude_vector" in k for k in tensors):
             sd = from_peft(tensors, header, skip_text_encoders=skip_text_encoders)
         else:
             first = next(iter(tensors), "(none)")
@@ -142,6 +144,17 @@ def check_values(tensors: Mapping[str, Any], what: str) -> None:
             raise ImportFormatError(f"{what}: tensor {key!r} holds NaN or infinite values")
 
 
+def _text_encoder_tensors(tensors: Mapping[str, Any]) -> int:
+    from unziplora.formats.peft import _TEXT_ENCODER_PREFIXES
+    from unziplora.formats.sgm import KOHYA_UNET_PREFIX
+
+    return sum(
+        1
+        for k in tensors
+        if k.startswith(_TEXT_ENCODER_PREFIXES) or (k.startswith("lora_te") and not k.startswith(KOHYA_UNET_PREFIX))
+    )
+
+
 def read_pair(
     content: str | os.PathLike[str], style: str | os.PathLike[str], *, skip_text_encoders: bool = False
 ) -> ReadLoRA:
@@ -151,13 +164,86 @@ def read_pair(
     if c_file.resolve() == s_file.resolve():
         raise ImportFormatError(f"the content and the style LoRA are the same file ({c_file}); give two files")
     fmt = c_fmt if c_fmt == s_fmt else f"{c_fmt}+{s_fmt}"
-    return ReadLoRA(fmt, c_sd, s_sd, [c_file, s_file], {"content": c_head, "style": s_head})
+    notes = []
+    if skip_text_encoders:
+        from unziplora.formats.io import read_safetensors
+
+        for part, file in (("content", c_file), ("style", s_file)):
+            dropped = _text_encoder_tensors(read_safetensors(file)[0])
+            if dropped:
+                notes.append(f"{part} LoRA: dropped {dropped} text-encoder tensors (--skip-text-encoders)")
+    return ReadLoRA(
+        fmt,
+        c_sd,
+        s_sd,
+        [c_file, s_file],
+        {"content": c_head, "style": s_head},
+        naming={"content": c_fmt, "style": s_fmt},
+        notes=notes,
+    )
+
+
+def _is_projection(module: str) -> bool:
+    return ".attn" in module and module.endswith(PROJECTIONS)
+
+
+def file_name(module: str, naming: str) -> str:
+    """``module`` as the file spells it: kohya ``lora_unet_<SGM path>`` for kohya files."""
+    if naming != "kohya":
+        return module
+    from unziplora.formats.sgm import diffusers_to_kohya_key
+
+    return diffusers_to_kohya_key(module)
+
+
+def attention_only(
+    sd: Mapping[str, Any], shapes: Mapping[str, tuple[int, int]], what: str
+) -> tuple[dict[str, Any], list[str]]:
+    """``--attention-only``: drop modules that are not attention projections, and give projections
+    the file lacks a zero delta (exact: an absent module changes nothing). Returns the new state
+    dict and the warnings to print. Projections the base lacks are left for :func:`check_fits`."""
+    import torch
+
+    from unziplora.formats._keys import join_pairs, split_pairs
+
+    pairs = split_pairs(sd, error=ImportFormatError)
+    kept = {m: p for m, p in pairs.items() if _is_projection(m)}
+    notes = []
+    if len(kept) < len(pairs):
+        notes.append(
+            f"{what}: dropped {len(pairs) - len(kept)} modules that are not attention projections (--attention-only)"
+        )
+    missing = [m for m in shapes if m not in kept]
+    if missing and kept:
+        down0, up0 = next(iter(kept.values()))
+        rank = min(int(d.shape[0]) for d, _u in kept.values())
+        for module in missing:
+            fan_in, fan_out = shapes[module]
+            kept[module] = (
+                torch.zeros(rank, fan_in, dtype=down0.dtype),
+                torch.zeros(fan_out, rank, dtype=up0.dtype),
+            )
+        notes.append(
+            f"{what}: {len(missing)} attention projections absent from the file get a zero delta (--attention-only)"
+        )
+    if not kept:
+        raise ImportFormatError(f"the {what} has no attention projections (to_q/to_k/to_v/to_out.0)")
+    return join_pairs(kept), notes
 
 
 def check_fits(
-    sd: Mapping[str, Any], shapes: Mapping[str, tuple[int, int]], what: str, base_ref: str
+    sd: Mapping[str, Any],
+    shapes: Mapping[str, tuple[int, int]],
+    what: str,
+    base_ref: str,
+    naming: str = "diffusers",
+    *,
+    offer_flag: bool = False,
 ) -> dict[str, int]:
     """Refuse a LoRA that does not cover exactly the attention projections of the base; return ranks.
+
+    ``naming``: how the file spells modules (errors use its names); ``offer_flag``: the refusal
+    names ``--attention-only`` (plain LoRA files; official outputs cannot take it).
 
     Raises:
         ImportFormatError: foreign modules, modules the base lacks, missing projections, wrong widths.
@@ -168,10 +254,12 @@ def check_fits(
     extra = [m for m in pairs if m not in shapes]
     if extra:
         first = extra[0]
-        if ".attn" not in first or not first.endswith(PROJECTIONS):
+        foreign = [m for m in extra if not _is_projection(m)]
+        if foreign:
             raise ImportFormatError(
-                f"the {what} changes {first}, which is not an attention projection ({len(extra)} such modules); "
-                "unziplora entries hold LoRAs of to_q/to_k/to_v/to_out.0 only"
+                f"the {what} changes {len(foreign)} modules that are not attention projections "
+                f"(e.g. {file_name(foreign[0], naming)}); unziplora entries hold LoRAs of to_q/to_k/to_v/to_out.0 "
+                + ("only: pass --attention-only to drop them" if offer_flag else "only")
             )
         raise ImportFormatError(
             f"the {what} has modules the base {base_ref} lacks (e.g. {first}); it was made for another base: pass --base MODEL"
@@ -180,7 +268,12 @@ def check_fits(
     if missing:
         raise ImportFormatError(
             f"the {what} does not cover base {base_ref}: {describe_missing(missing, len(shapes))}; "
-            "it was made for another base (pass --base MODEL) or is not a full attention LoRA"
+            "it was made for another base (pass --base MODEL) or is "
+            + (
+                "a partial attention LoRA (pass --attention-only to give the rest a zero delta)"
+                if offer_flag
+                else "not a full attention LoRA"
+            )
         )
     for module, (down, up) in pairs.items():
         fan_in, fan_out = shapes[module]

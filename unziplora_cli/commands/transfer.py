@@ -15,7 +15,7 @@ import typer
 
 from unziplora_cli._complete import entry_ids
 from unziplora_cli._frame import BaseOpt, JsonOpt, QuietOpt, RegistryOpt, epilog, run_options
-from unziplora_cli._output import data, emit_json, note
+from unziplora_cli._output import data, emit_json, note, warn
 
 EXPORT_EXAMPLES = epilog(
     "unzip export cat-sketch-3f2a --format kohya --part style -o sketch_style.safetensors",
@@ -122,6 +122,14 @@ def import_(
     skip_text_encoders: Annotated[
         bool, typer.Option("--skip-text-encoders", help="Drop text-encoder modules instead of refusing the file.")
     ] = False,
+    attention_only: Annotated[
+        bool,
+        typer.Option(
+            "--attention-only",
+            help="Drop UNet modules other than attention projections (proj_in, proj_out, ff) and give "
+            "projections the file lacks a zero delta, instead of refusing the file.",
+        ),
+    ] = False,
     base: BaseOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
@@ -149,6 +157,8 @@ def import_(
             base=base,
             ask=ask,  # type: ignore[arg-type]
             skip_text_encoders=skip_text_encoders,
+            attention_only=attention_only,
+            on_note=warn,
         )
     fmt = (entry.record.get("provenance") or {}).get("format", "?")
     note(f"imported {fmt} LoRAs as {entry.id} (subject '{entry.subject}', style '{entry.style}')", quiet=opts.quiet)
