@@ -69,3 +69,39 @@ def test_a_prompt_over_77_tokens_is_warned_about_and_recorded_as_used(cli, entry
     recorded = read_png_meta(out / "00-seed0.png")["prompts"]["prompt"]  # content mode: one prompt
     assert recorded.startswith("A ") and " cat on a beach word0" in recorded
     assert len(recorded) < len(context) and "word119" not in recorded
+
+
+def _rewrite_payload(entry, name: str, change) -> None:
+    """Change one payload tensor and record the new hash, as a buggy tool or a hand edit would."""
+    import hashlib
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    path = entry.path / name
+    tensors = load_file(str(path))
+    key = sorted(k for k in tensors if k.endswith("lora_A.weight"))[0]
+    tensors[key] = change(tensors[key])
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    record = json.loads((entry.path / "entry.json").read_text())
+    record["files"][name] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": path.stat().st_size}
+    (entry.path / "entry.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda t: t[0], "is 1-D"),
+        (lambda t: t[:0], "is empty"),
+        (lambda t: t * float("nan"), "holds NaN or infinite values"),
+    ],
+)
+def test_a_broken_payload_tensor_is_one_line_not_a_traceback(cli, entry, tmp_path: Path, change, problem) -> None:
+    _rewrite_payload(entry, "content.safetensors", change)
+    out = tmp_path / "out"
+    result = cli("compose", "--content", entry.id, "-o", str(out), *FAST)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: entry {entry.id} is damaged: content.safetensors tensor ")
+    assert problem in lines[-1] and "Traceback" not in result.stderr
+    assert not out.exists() or not any(out.iterdir())  # no image drawn from it

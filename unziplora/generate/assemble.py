@@ -75,7 +75,30 @@ def read_part(entry: Any, part: str) -> PartTensors:
     downs = [v for k, v in lora.items() if k.endswith("lora_A.weight")]
     if not downs:
         raise DamagedEntryError(f"entry {entry.id}: {part_file(part)} holds no LoRA tensors; re-train or re-import it")
+    _check_payload(entry, part_file(part), lora)
     return PartTensors(entry.id, lora, merges, int(downs[0].shape[0]))
+
+
+def _check_payload(entry: Any, name: str, lora: dict[str, Any]) -> None:
+    """An entry file edited or broken by hand: every factor a non-empty, finite 2-D float matrix.
+
+    Without this a rank-0 or 1-D factor surfaced as a shape traceback deep in sampling, and NaN
+    factors drew NaN images.
+    """
+    import torch
+
+    for key, tensor in lora.items():
+        problem = None
+        if tensor.ndim != 2:
+            problem = f"is {tensor.ndim}-D (shape {tuple(tensor.shape)}); a LoRA factor is a matrix"
+        elif tensor.numel() == 0:
+            problem = f"is empty (shape {tuple(tensor.shape)})"
+        elif not tensor.is_floating_point():
+            problem = f"holds {str(tensor.dtype).removeprefix('torch.')} values, not floats"
+        elif not bool(torch.isfinite(tensor).all()):
+            problem = "holds NaN or infinite values"
+        if problem:
+            raise DamagedEntryError(f"entry {entry.id} is damaged: {name} tensor {key!r} {problem}; re-train or re-import it")
 
 
 def _refit(exc: IncompatibleEntriesError, entry: Any, base_ref: str | None) -> IncompatibleEntriesError:
