@@ -279,22 +279,44 @@ def test_hostile_run_json_is_skipped(cli, isolated_env: Path) -> None:
 # -- a full disk --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    """A 64 KiB tmpfs (mounted only when running as root; skipped otherwise)."""
+def _small_tmpfs(folder: Path, size: str):
+    """Mount a tmpfs of ``size`` on ``folder`` (root only; the test is skipped otherwise)."""
     import subprocess
 
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs to fill needs root")
-    folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True, text=True, check=False)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 64 KiB tmpfs (mounted only when running as root; skipped otherwise)."""
+    yield from _small_tmpfs(tmp_path / "disk", "64k")
+
+
+@pytest.mark.parametrize("size", ["300k", "900k"])  # full while staging the LoRAs / while writing the rest
+def test_train_on_a_full_disk_is_one_line_and_leaves_no_entry(cli, tmp_path: Path, size: str) -> None:
+    from PIL import Image
+
+    image = tmp_path / "cat.png"
+    Image.new("RGB", (64, 64), (200, 120, 40)).save(image)
+    for disk in _small_tmpfs(tmp_path / "disk", size):
+        reg = disk / "reg"
+        result = cli("train", str(image), "--subject", "cat", "--style", "flat", "--base", "tiny-sdxl", "--resolution", "64",
+                     "--steps", "2", "--rank", "4", "--preview-steps", "1", "--registry", str(reg), "-q")
+        assert result.exit_code == 1
+        assert result.stderr.strip().splitlines()[-1] == (
+            "error: cannot write a safetensors file: no space left on the device; free some disk space and run the command again."
+        )
+        assert "Traceback" not in result.stderr
+        assert not any((reg / "entries").iterdir()) and not any((reg / ".tmp").iterdir())
 
 
 def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(cli, isolated_env: Path, tiny_disk: Path) -> None:
@@ -333,4 +355,26 @@ def test_safetensors_disk_full_error_is_one_line(tiny_disk: Path) -> None:
     assert exit_code_for(caught.value) == 1
     assert message_for(caught.value) == (
         "cannot write a safetensors file: no space left on the device; free some disk space and run the command again."
+    )
+
+
+def test_export_into_a_read_only_folder_is_one_plain_line(cli, isolated_env: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    from transfer_helpers import make_entry as make_trained_entry
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    entry = make_trained_entry(Registry(isolated_env), subject="fox", style="chalk art", seed=7)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        result = cli("export", entry.id, "-o", str(folder / "x.safetensors"))
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: cannot write {folder / 'x.safetensors'}: the folder is on a read-only file system; choose another -o.\n"
     )

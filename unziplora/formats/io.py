@@ -100,6 +100,10 @@ def write_safetensors(
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "No space left" in text or "os error 28" in text:
             text = "no space left on the device; free some disk space and try again"
+        elif "os error 30" in text or "Read-only file system" in text:
+            text = "the folder is on a read-only file system; choose another -o"
+        elif "os error 13" in text or "Permission denied" in text:
+            text = "permission denied; choose a folder you can write to with -o"
         raise ExportError(f"cannot write {path}: {text}.") from None
     except OSError as exc:
         if isinstance(exc, ExportError):
