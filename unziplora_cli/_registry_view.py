@@ -53,9 +53,21 @@ def _setting(entry: Any, key: str, *sections: str) -> str:
     return "-"
 
 
+def headline_score(entry: Any, score: str) -> float | None:
+    """One mean score of the entry's last ``unzip eval`` from entry.json; None when not evaluated."""
+    from unziplora.eval.save import recorded_score
+
+    return recorded_score(entry.record, score)
+
+
 def table_rows(entries: list[Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of ``unzip list``; a status column appears only when something is damaged."""
+    """Header and cells of ``unzip list``; status and score columns appear only when some entry needs them."""
+    from unziplora.eval.metrics import HEADLINE
+
     header = ["ID", "NAME", "SUBJECT", "STYLE", "BASE", "RANK", "STEPS", "SIZE", "CREATED"]
+    evaluated = any(headline_score(e, s) is not None for e in entries for s in HEADLINE.values())
+    if evaluated:
+        header += [label.upper() for label in HEADLINE]
     any_damaged = any(e.damaged for e in entries)
     if any_damaged:
         header.append("STATUS")
@@ -73,6 +85,9 @@ def table_rows(entries: list[Any]) -> tuple[list[str], list[list[str]]]:
             human_bytes(e.size_bytes),
             ago(e.created, now),
         ]
+        if evaluated:
+            values = [headline_score(e, s) for s in HEADLINE.values()]
+            row += ["-" if v is None else f"{v:.3f}" for v in values]
         if any_damaged:
             row.append(f"DAMAGED: {e.damaged}" if e.damaged else "ok")
         rows.append(row)

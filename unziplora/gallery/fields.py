@@ -13,7 +13,6 @@ from typing import Any
 from unziplora.registry.schema import STANDARD_KEYS
 
 Row = tuple[str, str, int]
-EVAL_KEYS = ("eval", "evaluation", "scores")
 
 
 def text(value: Any) -> str:
@@ -44,13 +43,12 @@ def setting(record: dict[str, Any], key: str, *sections: str) -> str:
 
 
 def scores(record: dict[str, Any]) -> dict[str, Any]:
-    """Evaluation scores recorded with the entry (any of ``eval``/``evaluation``/``scores``), flattened one level."""
-    out: dict[str, Any] = {}
-    for key in EVAL_KEYS:
-        value = record.get(key)
-        if isinstance(value, dict):
-            out.update({str(k): v for k, v in value.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)})
-    return out
+    """The headline scores of the entry's last ``unzip eval`` (entry.json's evaluation block), as card text."""
+    from unziplora.eval.metrics import HEADLINE
+    from unziplora.eval.save import recorded_score
+
+    found = {label: recorded_score(record, key) for label, key in HEADLINE.items()}
+    return {label: f"{value:.3f}" for label, value in found.items() if value is not None}
 
 
 def show_rows(entry: Any) -> list[Row]:
