@@ -314,7 +314,7 @@ class Registry:
         newer than it, and readers trust them without rehashing). Readers see the old or the new
         entry.json; a crash between the payload renames and the entry.json rename leaves only the
         replaced files flagged by ``show --verify``, and running the update again repairs that.
-        Only names that are not standard payloads may be written (no overwriting the LoRAs).
+        Names are plain file names at the entry's top level (not entry.json, not dot-files).
         """
         for name in payloads:
             if not schema.safe_relpath(name) or "/" in name or name.startswith(".") or name == ENTRY_JSON:

@@ -13,7 +13,6 @@ from unziplora_cli._complete import entry_ids
 from unziplora_cli._frame import JsonOpt, QuietOpt, RegistryOpt, epilog, run_options
 from unziplora_cli._output import data, emit_json, human_bytes, note, visible, warn
 
-
 # created, name, size, then one key per headline evaluation score (owned by unziplora.eval.metrics).
 SortKey = Enum("SortKey", {k.replace("-", "_"): k for k in ("created", "name", "size", *HEADLINE)}, type=str)  # type: ignore[misc]
 
