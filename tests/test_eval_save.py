@@ -41,7 +41,10 @@ def test_list_sorts_and_shows_saved_scores(cli, reg: Registry) -> None:  # noqa:
     assert set(records[high]["files"]) >= {"eval.json", "eval.png"}
     with Image.open(reg.get(high).path / "eval.png") as sheet:  # two probes, one image each: 2 rows of 256 px
         assert sheet.size == (256 + 2 * 4, 2 * (256 + 21 + 2 * 4) + 3 * 4)
-    assert cli("show", high, "--verify").exit_code == 0
+    shown = cli("show", high, "--verify")
+    assert shown.exit_code == 0 and "verify:      OK (6 files, " in shown.stdout
+    assert "evaluation:  seed 0, num 1, steps 1, probes 2, clip c, dino d, created " in shown.stdout
+    assert "\n  content_dino: 0.9\n" in shown.stdout and "\n  recon_dino:  -\n" in shown.stdout
     from unziplora.gallery.fields import scores
 
     assert scores(reg.get(high).record) == {"subject-fidelity": "0.900", "style-fidelity": "0.500", "leakage": "-0.100"}

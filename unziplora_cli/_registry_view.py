@@ -11,6 +11,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from unziplora.entry_files import EVALUATION_KEY
 from unziplora.registry.schema import STANDARD_KEYS
 from unziplora_cli._output import data as _data
 from unziplora_cli._output import human_bytes, visible
@@ -152,6 +153,13 @@ def show_page(entry: Any, preview: str | None) -> None:
     if r.get("provenance"):
         _kv("provenance", r["provenance"])
     known = set(STANDARD_KEYS)
+    block = r.get(EVALUATION_KEY)
+    if isinstance(block, dict):  # the last 'unzip eval': its settings on one line, then one row per score
+        known.add(EVALUATION_KEY)
+        _kv("evaluation", ", ".join(f"{k} {v}" for k, v in block.items() if k != "scores"))
+        values = block.get("scores") if isinstance(block.get("scores"), dict) else {}
+        for key, value in values.items():
+            _kv(str(key), "-" if value is None else value, indent=2)
     for key in (k for k in r if k not in known):
         text = r[key] if isinstance(r[key], str) else json.dumps(r[key], ensure_ascii=False)
         _kv(str(key), text if len(text) <= 200 else text[:197] + "... (full value in --json)")

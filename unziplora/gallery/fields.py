@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from unziplora.entry_files import EVALUATION_KEY
 from unziplora.registry.schema import STANDARD_KEYS
 
 Row = tuple[str, str, int]
@@ -84,7 +85,12 @@ def show_rows(entry: Any) -> list[Row]:
             rows.append((str(s.get("name", "?")), f"{pixels}  {size}  sha256 {s.get('sha256', '?')}", 1))
     if r.get("provenance"):
         rows.append(("provenance", text(r["provenance"]), 0))
-    known = set(STANDARD_KEYS)
+    block = r.get(EVALUATION_KEY)
+    if isinstance(block, dict):  # the last 'unzip eval': its settings on one line, then one row per score
+        rows.append(("evaluation", ", ".join(f"{k} {text(v)}" for k, v in block.items() if k != "scores"), 0))
+        values = block.get("scores") if isinstance(block.get("scores"), dict) else {}
+        rows.extend((str(k), "-" if v is None else text(v), 1) for k, v in values.items())
+    known = {*STANDARD_KEYS, EVALUATION_KEY} if isinstance(block, dict) else set(STANDARD_KEYS)
     rows.extend((str(k), text(r[k]), 0) for k in r if k not in known)
     rows.append(("size", f"{human_bytes(entry.size_bytes)} on disk", 0))
     return rows
