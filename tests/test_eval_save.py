@@ -63,3 +63,30 @@ def test_update_refuses_a_damaged_entry_and_bad_names(reg: Registry) -> None:  #
     with pytest.raises(DamagedEntryError, match="content.safetensors is truncated"):
         _evaluate(reg, entry.id, 0.5, 0.0)
     assert "eval.json" not in json.loads((entry.path / "entry.json").read_text())["files"]
+
+
+UPDATER = r"""
+import sys
+from unziplora.registry import Registry
+Registry.from_settings().add_files(sys.argv[1], {"eval.json": sys.argv[2].encode()}, {"evaluation": {"scores": {}}})
+"""
+
+
+def test_killed_update_leaves_entry_json_as_it_was(cli, reg: Registry) -> None:  # noqa: F811
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_registry_crash import _kill_at
+
+    entry = make_entry(reg, "cat", "ink")
+    before = (entry.path / "entry.json").read_bytes()
+    env = {k: v for k, v in os.environ.items() if k != "UNZIPLORA_TEST_PAUSE"} | {"UNZIPLORA_TEST_PAUSE": "update-payload"}
+    proc = subprocess.Popen([sys.executable, "-c", UPDATER, entry.id, "new"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _kill_at(proc, "update-payload")  # eval.json renamed into place, entry.json not yet rewritten
+    assert (entry.path / "entry.json").read_bytes() == before  # never a half-written or stale-merged entry.json
+    assert not [p.name for p in entry.path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    assert cli("show", entry.id, "--verify").exit_code == 0  # the unrecorded eval.json is not part of the entry
+    reg.add_files(entry.id, {"eval.json": b"again"}, {})  # the lock died with the writer
+    assert (entry.path / "eval.json").read_bytes() == b"again" and cli("show", entry.id, "--verify").exit_code == 0
