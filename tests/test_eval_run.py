@@ -47,7 +47,37 @@ def test_evaluate_tiny_entry_is_deterministic(cli, isolated_env: Path, tmp_path:
     lines = table.stdout.strip().splitlines()
     assert lines[0].split() == ["SCORE", entry.id] and len(lines) == 10
     assert lines[1].split() == ["clip_t", f"{first.scores['clip_t']:.4f}"]
+    # saved with the entry: eval.json and the sheet recorded in files, the scores in entry.json, verified
+    record = json.loads((entry.path / "entry.json").read_text())
+    assert {"eval.json", "eval.png"} <= set(record["files"]) and f"saved {entry.path / 'eval.json'}" in table.stderr
+    saved = json.loads((entry.path / "eval.json").read_text())
+    assert saved["scores"] == pytest.approx(first.scores, abs=1e-6) == record["evaluation"]["scores"]
+    assert record["evaluation"]["seed"] == 3 and record["evaluation"]["probes"] == 3 and len(saved["images"]) == 6
+    assert saved["images"][0]["kind"] == "content" and set(saved["images"][0]["scores"]) >= {"content_dino", "clip_t"}
+    from PIL import Image
+
+    with Image.open(entry.path / "eval.png") as sheet:  # one row per probe, -n 2 columns of 256 px tiles
+        assert sheet.size == (2 * 256 + 3 * 4, 3 * (256 + 21 + 2 * 4) + 4 * 4)
+    assert cli("show", entry.id, "--verify").exit_code == 0
     records = json.loads(cli(*args, "--json").stdout)
     assert records["id"] == entry.id and records["scores"] == pytest.approx(first.scores, abs=1e-6)
+    assert records["file"] == str(entry.path / "eval.json")
+    # a re-run replaces the saved result (-q: only the path), leaving no temporary file behind
+    (tmp_path / "one.toml").write_text('[[probe]]\nkind = "style"\nprompt = "a boat in {style} style"\n')
+    quiet = cli("eval", entry.id, "--probes", str(tmp_path / "one.toml"), "--steps", "1", "--size", "64", "--clip", clip,
+                "--dino", dino, "--device", "cpu", "-q")
+    assert quiet.exit_code == 0 and quiet.stdout == f"{entry.path / 'eval.json'}\n"
+    again_saved = json.loads((entry.path / "eval.json").read_text())
+    assert again_saved["probes"] == 1 and again_saved["num"] == 1 and len(again_saved["images"]) == 1
+    assert json.loads((entry.path / "entry.json").read_text())["evaluation"]["probes"] == 1
+    assert sorted(p.name for p in entry.path.iterdir() if p.name.startswith(".")) == []
+    assert cli("show", entry.id, "--verify").exit_code == 0
     missing = cli("eval", entry.id, "--clip", str(tmp_path / "no-clip"), "--dino", dino)
     assert missing.exit_code == 1 and missing.stderr.strip() == f"error: CLIP model folder {tmp_path / 'no-clip'} does not exist."
+    (entry.path / "eval.json").write_text((entry.path / "eval.json").read_text().replace('"probes": 1', '"probes": 9'))
+    tampered = cli("show", entry.id, "--verify")
+    assert tampered.exit_code == 1 and tampered.stderr.startswith(f"error: entry {entry.id} failed verification: eval.json differs")
+    # a damaged eval.json alone (a crash between the two renames) is repaired by evaluating again
+    assert cli("eval", entry.id, "--probes", str(tmp_path / "one.toml"), "--steps", "1", "--size", "64", "--clip", clip,
+               "--dino", dino, "--device", "cpu", "-q").exit_code == 0
+    assert cli("show", entry.id, "--verify").exit_code == 0

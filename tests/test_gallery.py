@@ -28,7 +28,7 @@ def _build(cli, *args: str) -> dict:
 
 
 def test_site_files_and_fields(cli, reg: Registry, isolated_env: Path) -> None:
-    a = make_gallery_entry(reg, "cat", "pencil sketch", samples=True, eval={"clip_content": 0.31})
+    a = make_gallery_entry(reg, "cat", "pencil sketch", samples=True, evaluation={"scores": {"content_dino": 0.31}})
     b = make_gallery_entry(reg, "rose", "pop art", kind="imported", imported=True)
     out = _build(cli)
     site = isolated_env / "gallery"  # the documented default: gallery/ inside the registry
@@ -38,7 +38,7 @@ def test_site_files_and_fields(cli, reg: Registry, isolated_env: Path) -> None:
         assert f'data-entry="{e.id}"' in index
         assert (site / "e" / e.id / "preview.png").read_bytes() == (e.path / "preview.png").read_bytes()
         assert (site / "e" / e.id / "source.png").is_file()
-    assert "imported" in index and "trained" in index and "clip_content" in index and "0.31" in index
+    assert "imported" in index and "trained" in index and "subject-fidelity" in index and "0.310" in index
     page = (site / "e" / a.id / "index.html").read_text()
     for needle in ("pencil sketch", "learning_rate", "final_loss", "sources", "content.safetensors", a.files["content.safetensors"]["sha256"],
                    "previews/0002.png", f"unzip compose &#x27;on a beach&#x27; --content {a.id} --style {a.id}", f"unzip export {a.id}"):

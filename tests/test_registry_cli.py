@@ -96,7 +96,7 @@ def test_list_filter_matching_nothing(cli, three: list[str]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--sort", "age"), "error: Invalid value for '--sort': Value error, 'age' is not one of 'created', 'name', 'size'. See 'unzip list --help'.\n"),
+        (("--sort", "age"), "error: Invalid value for '--sort': Value error, 'age' is not one of 'created', 'name', 'size', 'subject-fidelity', 'style-fidelity', 'leakage'. See 'unzip list --help'.\n"),
         (("--limit", "0"), "error: Invalid value for '--limit': Input should be greater than or equal to 1. See 'unzip list --help'.\n"),
     ],
 )

@@ -15,6 +15,9 @@ from unziplora import __version__
 CONTENT_FILE = "content.safetensors"
 STYLE_FILE = "style.safetensors"
 MASKS_FILE = "masks.safetensors"
+EVAL_FILE = "eval.json"  # the last ``unzip eval`` result: every score, per-image scores, settings
+EVAL_SHEET = "eval.png"  # its evaluation sheet: one row per probe, scores under each image
+EVALUATION_KEY = "evaluation"  # entry.json key of the last evaluation's scores and settings (list, gallery)
 
 
 def lora_metadata(part: str, entry_id: str, prompts: Any, rank: int, base_ref: str, origin: str = "") -> dict[str, str]:

@@ -11,6 +11,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from unziplora.entry_files import EVALUATION_KEY
 from unziplora.registry.schema import STANDARD_KEYS
 from unziplora_cli._output import data as _data
 from unziplora_cli._output import human_bytes, visible
@@ -53,9 +54,21 @@ def _setting(entry: Any, key: str, *sections: str) -> str:
     return "-"
 
 
+def headline_score(entry: Any, score: str) -> float | None:
+    """One mean score of the entry's last ``unzip eval`` from entry.json; None when not evaluated."""
+    from unziplora.eval.save import recorded_score
+
+    return recorded_score(entry.record, score)
+
+
 def table_rows(entries: list[Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of ``unzip list``; a status column appears only when something is damaged."""
+    """Header and cells of ``unzip list``; status and score columns appear only when some entry needs them."""
+    from unziplora.eval.metrics import HEADLINE
+
     header = ["ID", "NAME", "SUBJECT", "STYLE", "BASE", "RANK", "STEPS", "SIZE", "CREATED"]
+    evaluated = any(headline_score(e, s) is not None for e in entries for s in HEADLINE.values())
+    if evaluated:
+        header += [label.upper() for label in HEADLINE]
     any_damaged = any(e.damaged for e in entries)
     if any_damaged:
         header.append("STATUS")
@@ -73,6 +86,9 @@ def table_rows(entries: list[Any]) -> tuple[list[str], list[list[str]]]:
             human_bytes(e.size_bytes),
             ago(e.created, now),
         ]
+        if evaluated:
+            values = [headline_score(e, s) for s in HEADLINE.values()]
+            row += ["-" if v is None else f"{v:.3f}" for v in values]
         if any_damaged:
             row.append(f"DAMAGED: {e.damaged}" if e.damaged else "ok")
         rows.append(row)
@@ -137,6 +153,13 @@ def show_page(entry: Any, preview: str | None) -> None:
     if r.get("provenance"):
         _kv("provenance", r["provenance"])
     known = set(STANDARD_KEYS)
+    block = r.get(EVALUATION_KEY)
+    if isinstance(block, dict):  # the last 'unzip eval': its settings on one line, then one row per score
+        known.add(EVALUATION_KEY)
+        _kv("evaluation", ", ".join(f"{k} {v}" for k, v in block.items() if k != "scores"))
+        values = block.get("scores") if isinstance(block.get("scores"), dict) else {}
+        for key, value in values.items():
+            _kv(str(key), "-" if value is None else value, indent=2)
     for key in (k for k in r if k not in known):
         text = r[key] if isinstance(r[key], str) else json.dumps(r[key], ensure_ascii=False)
         _kv(str(key), text if len(text) <= 200 else text[:197] + "... (full value in --json)")

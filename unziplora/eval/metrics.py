@@ -44,6 +44,15 @@ SCORES = (
 )
 LOWER_IS_BETTER = frozenset({"style_leak_into_content", "subject_leak_into_style"})
 KINDS = ("content", "style", "recon", "combined")
+# The headline scores ``unzip list`` shows and sorts by (``--sort subject-fidelity``): label -> score key.
+HEADLINE = {"subject-fidelity": "content_dino", "style-fidelity": "style_clip_i", "leakage": "style_leak_into_content"}
+# The scores of one image, by its probe kind (what the evaluation sheet writes under it).
+PER_KIND = {
+    "content": ("content_dino", "content_clip_i", "style_leak_into_content"),
+    "style": ("style_clip_i", "style_text", "subject_leak_into_style"),
+    "recon": ("recon_clip_i", "recon_dino"),
+    "combined": ("clip_t",),
+}
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

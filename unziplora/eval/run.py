@@ -23,6 +23,7 @@ class ProbeImage:
     prompt: str
     seed: int
     image: Any  # PIL image
+    scores: dict[str, float] = field(default_factory=dict)  # this image's own scores (metrics.PER_KIND)
 
 
 @dataclass
@@ -60,7 +61,7 @@ def generate_probes(
 def score_images(embedders: Any, entry: Any, images: Sequence[ProbeImage]) -> dict[str, float]:
     from PIL import Image
 
-    from unziplora.eval.metrics import KindEmbeddings, Reference, scores
+    from unziplora.eval.metrics import PER_KIND, KindEmbeddings, Reference, scores
 
     with Image.open(entry.file("source.png")) as src:
         source = src.convert("RGB")
@@ -81,6 +82,11 @@ def score_images(embedders: Any, entry: Any, images: Sequence[ProbeImage]) -> di
             clip=embedders.clip_images(pics), dino=embedders.dino_images(pics),
             prompt_text=embedders.clip_texts([im.prompt for im in group]),
         )
+        emb = kinds[kind]
+        for i, im in enumerate(group):  # each image scored alone: the same definitions over one row
+            one = KindEmbeddings(emb.clip[i : i + 1], emb.dino[i : i + 1], emb.prompt_text[i : i + 1])
+            own = scores({kind: one}, ref)
+            im.scores = {k: own[k] for k in dict.fromkeys((*PER_KIND[kind], "clip_t"))}
     return scores(kinds, ref)
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from unziplora.entry_files import EVALUATION_KEY
 from unziplora.registry.schema import STANDARD_KEYS
 
 Row = tuple[str, str, int]
-EVAL_KEYS = ("eval", "evaluation", "scores")
 
 
 def text(value: Any) -> str:
@@ -44,13 +44,12 @@ def setting(record: dict[str, Any], key: str, *sections: str) -> str:
 
 
 def scores(record: dict[str, Any]) -> dict[str, Any]:
-    """Evaluation scores recorded with the entry (any of ``eval``/``evaluation``/``scores``), flattened one level."""
-    out: dict[str, Any] = {}
-    for key in EVAL_KEYS:
-        value = record.get(key)
-        if isinstance(value, dict):
-            out.update({str(k): v for k, v in value.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)})
-    return out
+    """The headline scores of the entry's last ``unzip eval`` (entry.json's evaluation block), as card text."""
+    from unziplora.eval.metrics import HEADLINE
+    from unziplora.eval.save import recorded_score
+
+    found = {label: recorded_score(record, key) for label, key in HEADLINE.items()}
+    return {label: f"{value:.3f}" for label, value in found.items() if value is not None}
 
 
 def show_rows(entry: Any) -> list[Row]:
@@ -86,7 +85,12 @@ def show_rows(entry: Any) -> list[Row]:
             rows.append((str(s.get("name", "?")), f"{pixels}  {size}  sha256 {s.get('sha256', '?')}", 1))
     if r.get("provenance"):
         rows.append(("provenance", text(r["provenance"]), 0))
-    known = set(STANDARD_KEYS)
+    block = r.get(EVALUATION_KEY)
+    if isinstance(block, dict):  # the last 'unzip eval': its settings on one line, then one row per score
+        rows.append(("evaluation", ", ".join(f"{k} {text(v)}" for k, v in block.items() if k != "scores"), 0))
+        values = block.get("scores") if isinstance(block.get("scores"), dict) else {}
+        rows.extend((str(k), "-" if v is None else text(v), 1) for k, v in values.items())
+    known = {*STANDARD_KEYS, EVALUATION_KEY} if isinstance(block, dict) else set(STANDARD_KEYS)
     rows.extend((str(k), text(r[k]), 0) for k in r if k not in known)
     rows.append(("size", f"{human_bytes(entry.size_bytes)} on disk", 0))
     return rows

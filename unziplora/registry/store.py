@@ -19,6 +19,7 @@ by the next writer, as is anything left in ``.trash/``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -303,6 +304,57 @@ class Registry:
         assert staging.entry is not None
         return staging.entry
 
+    def add_files(self, text: str, payloads: dict[str, bytes], fields: dict[str, Any]) -> Entry:
+        """Add (or replace) files in a committed entry and set top-level ``fields`` of its record.
+
+        Used by ``unzip eval`` to save its result with the entry. Under the writer lock, so it
+        cannot interleave with a removal or another update: ``entry.json`` is re-read there (never
+        a stale copy), each payload is written through a temporary sibling, fsync-ed and renamed
+        into place, and ``entry.json`` is rewritten the same way last (so the new files are not
+        newer than it, and readers trust them without rehashing). Readers see the old or the new
+        entry.json; a crash between the payload renames and the entry.json rename leaves only the
+        replaced files flagged by ``show --verify``, and running the update again repairs that.
+        Names are plain file names at the entry's top level (not entry.json, not dot-files).
+        """
+        for name in payloads:
+            if not schema.safe_relpath(name) or "/" in name or name.startswith(".") or name == ENTRY_JSON:
+                raise RegistryError(f"{name!r} is not a file name an entry update may write")
+        self.ensure_dirs()
+        with self.locked():
+            entry_id = self.resolve(text)
+            folder = self.entries_dir / entry_id
+            self._own_folder(folder, create=False)
+            current = entry_mod.load(folder)
+            if current is None:
+                raise EntryNotFoundError(f"entry {entry_id} was removed meanwhile (see 'unzip list')")
+            if current.schema_error is not None:
+                raise current.schema_error
+            others = [p for p in current.problems if not any(p.startswith(f"{n} ") for n in payloads)]
+            if current.damaged and others:
+                raise DamagedEntryError(
+                    f"entry {entry_id} is damaged: {others[0]}; check it with 'unzip show {entry_id} --verify'"
+                )
+            record = dict(current.record)
+            files = dict(record["files"])
+            for name, blob in payloads.items():
+                if stat.S_ISDIR(_lstat_mode(folder / name)):
+                    raise RegistryError(f"cannot write {name} into entry {entry_id}: a folder has that name")
+                write_file(folder / name, blob, durable=self.durable)
+                files[name] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
+            record.update(fields)
+            record["files"] = files
+            issue = schema.problem(record)
+            if issue:
+                raise RegistryError(f"cannot update entry {entry_id}: {issue.removeprefix('entry.json: ')}")
+            pause("update-payload")
+            write_file(folder / ENTRY_JSON, schema.dumps(record), durable=self.durable)
+            if self.durable:
+                fsync_dir(folder)
+        found = entry_mod.load(folder)
+        if found is None:
+            raise EntryNotFoundError(f"entry {entry_id} was removed meanwhile (see 'unzip list')")
+        return found
+
     # -- reading -------------------------------------------------------------------------------
 
     def ids(self) -> list[str]:
@@ -411,6 +463,13 @@ def _unlink_at(name: str, dir_fd: int) -> None:
         pass
     except IsADirectoryError:
         pass
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except FileNotFoundError:
+        return 0
 
 
 def _addressable(name: str) -> bool:

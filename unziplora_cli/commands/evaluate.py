@@ -38,7 +38,11 @@ def evaluate_command(
     json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Score how well entries split content from style (CLIP-T, CLIP-I, DINO, leakage, reconstruction)."""
+    """Score how well entries split content from style (CLIP-T, CLIP-I, DINO, leakage, reconstruction).
+
+    The result is saved with each entry (eval.json, the sheet eval.png, scores in entry.json; a
+    re-run replaces them), so 'unzip list --sort subject-fidelity' can rank entries.
+    """
     from unziplora.errors import ConfigError, IncompatibleEntriesError
     from unziplora.eval.probes import DEFAULT_PROBES, DEFAULT_SEED, read_probes
     from unziplora.generate.options import GenerationOptions
@@ -53,7 +57,7 @@ def evaluate_command(
     options = GenerationOptions(steps=steps, width=size, height=size)
     settings = load_settings(registry=opts.registry, device=device, precision=precision)
     reg = Registry.from_settings(settings.registry)
-    entries = [reg.get(i) for i in ids]
+    entries = [_usable(reg, i) for i in ids]
     bases = {e.record.get("base", {}).get("ref") for e in entries}
     if len(bases) != 1:
         raise IncompatibleEntriesError(f"the entries were trained on different base models ({', '.join(sorted(map(str, bases)))}); evaluate them separately.")
@@ -71,13 +75,24 @@ def evaluate_command(
         results = [evaluate(studio, e, embedders, probe_list, seed=seed, num=num, options=options, on_image=bar.advance) for e in entries]
     finally:
         bar.close()
-    records = [{"id": r.entry_id, "scores": r.scores, "seed": seed, "num": num, "steps": steps,
-                "probes": len(probe_list), "clip": clip, "dino": dino} for r in results]
+    from unziplora.entry_files import EVAL_FILE, EVAL_SHEET
+    from unziplora.eval.save import plain_scores, save_evaluation
+
+    run = {"seed": seed, "num": num, "steps": steps, "probes": len(probe_list), "clip": clip, "dino": dino}
+    saved = [save_evaluation(reg, r, run) for r in results]
+    records = [{"id": r.entry_id, "scores": plain_scores(r.scores), **run, "file": str(e.path / EVAL_FILE),
+                "sheet": str(e.path / EVAL_SHEET)} for r, e in zip(results, saved)]
     if opts.json:
         emit_json(records[0] if len(records) == 1 else records)
         return
+    if opts.quiet:  # only where the results were saved, one entry per line
+        for record in records:
+            data(record["file"])
+        return
     for line in _table(records):
         data(line)
+    for record in records:
+        note(f"saved {record['file']} and {record['sheet']}", quiet=False)
 
 
 def _table(records: list[dict[str, Any]]) -> list[str]:
@@ -87,8 +102,22 @@ def _table(records: list[dict[str, Any]]) -> list[str]:
     lines = [f"{'SCORE':40}" + "".join(f"{r['id']:>{width}}" for r in records)]
     for key in SCORES:
         label = key + (" (lower better)" if key in LOWER_IS_BETTER else "")
-        lines.append(f"{label:40}" + "".join(f"{r['scores'][key]:>{width}.4f}" for r in records))
+        lines.append(f"{label:40}" + "".join(f"{_cell(r['scores'][key]):>{width}}" for r in records))
     return lines
+
+
+def _usable(reg: Any, text: str) -> Any:
+    """The entry for ``text``; damaged only in its saved evaluation is fine (this run replaces it)."""
+    from unziplora.entry_files import EVAL_FILE, EVAL_SHEET
+
+    entry = reg.get(text, allow_damaged=True)
+    if entry.damaged and not all(p.startswith((f"{EVAL_FILE} ", f"{EVAL_SHEET} ")) for p in entry.problems):
+        reg.get(text)  # raises the usual one-line damaged-entry error
+    return entry
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 class _Bar:

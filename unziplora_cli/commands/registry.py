@@ -8,15 +8,13 @@ from typing import Annotated, Any
 
 import typer
 
+from unziplora.eval.metrics import HEADLINE, LOWER_IS_BETTER
 from unziplora_cli._complete import entry_ids
 from unziplora_cli._frame import JsonOpt, QuietOpt, RegistryOpt, epilog, run_options
 from unziplora_cli._output import data, emit_json, human_bytes, note, visible, warn
 
-
-class SortKey(str, Enum):
-    created = "created"
-    name = "name"
-    size = "size"
+# created, name, size, then one key per headline evaluation score (owned by unziplora.eval.metrics).
+SortKey = Enum("SortKey", {k.replace("-", "_"): k for k in ("created", "name", "size", *HEADLINE)}, type=str)  # type: ignore[misc]
 
 
 def _registry(path: Any) -> Any:
@@ -35,6 +33,14 @@ def _matches(entry: Any, needle: str) -> bool:
 def _sorted(entries: list[Any], key: SortKey, reverse: bool) -> list[Any]:
     # Natural orders: newest first, A to Z, largest first; --reverse flips each. Ties break by id.
     entries = sorted(entries, key=lambda e: e.id)
+    if key.value in HEADLINE:  # best first (highest, or lowest for a leak); unevaluated entries last
+        from unziplora_cli._registry_view import headline_score
+
+        score = HEADLINE[key.value]
+        scored = [e for e in entries if headline_score(e, score) is not None]
+        rest = [e for e in entries if headline_score(e, score) is None]
+        best_high = score not in LOWER_IS_BETTER
+        return sorted(scored, key=lambda e: headline_score(e, score), reverse=best_high != reverse) + rest
     if key is SortKey.name:
         return sorted(entries, key=lambda e: e.name.lower(), reverse=reverse)
     if key is SortKey.size:
@@ -44,7 +50,7 @@ def _sorted(entries: list[Any], key: SortKey, reverse: bool) -> list[Any]:
 
 def list_entries(
     ctx: typer.Context,
-    sort: Annotated[SortKey, typer.Option("--sort", help="created (newest first), name (A-Z) or size (largest first).")] = SortKey.created,
+    sort: Annotated[SortKey, typer.Option("--sort", help="created (newest first), name (A-Z), size (largest first), or an 'unzip eval' headline score (best first; unevaluated last).")] = SortKey.created,
     reverse: Annotated[bool, typer.Option("--reverse", help="Reverse the sort order.")] = False,
     filter_text: Annotated[
         str | None, typer.Option("--filter", metavar="TEXT", help="Only entries whose id, name, subject, style or base contains TEXT.")
