@@ -153,3 +153,17 @@ def test_generation_on_cuda_defaults_to_fp16_training_to_bf16(monkeypatch: pytes
     assert resolve_precision("cuda", "fp32", purpose="generate") == "fp32"
     if bf16_ok:
         assert resolve_precision("cuda", "bf16", purpose="generate") == "bf16"  # still available explicitly
+
+
+def test_faithful_threshold_follows_the_current_loss_scale() -> None:
+    """ALGORITHM 9 #3: official C(S*g) > 1e-5 equals ours C(g) / (65536 / S) > 1e-5 / 65536."""
+    from unziplora.method.selection import DEFAULT_THRESHOLD, OFFICIAL_THRESHOLD, faithful_grad_scale
+
+    assert faithful_grad_scale(65536.0, True) == 1.0
+    assert faithful_grad_scale(32768.0, True) == 2.0  # after one overflow the official test got stricter
+    assert faithful_grad_scale(32768.0, False) == 1.0 and faithful_grad_scale(None, True) == 1.0
+    cone = 3e-10  # an unscaled cone entry
+    for scale in (65536.0, 32768.0, 1024.0):
+        official = cone * scale > OFFICIAL_THRESHOLD
+        ours = cone / faithful_grad_scale(scale, True) > DEFAULT_THRESHOLD
+        assert official == ours, scale

@@ -4,7 +4,8 @@ Clean behaviour where ALGORITHM 9 lists a defect:
 
 * #3: the score is computed on *unscaled* gradients against ``DEFAULT_THRESHOLD`` = 1e-5 / 65536,
   the threshold the official fp16 run effectively applied (its gradients still carried the
-  GradScaler's initial scale 2^16), so the selection does not depend on the precision;
+  GradScaler's initial scale 2^16), so the selection does not depend on the precision; a faithful
+  fp16 run follows the scaler's current scale instead (:func:`faithful_grad_scale`);
 * #4: exactly ``k = floor(out * ratio)`` columns per round, ranked by the sparsity score, ties
   broken by the summed absolute cone, remaining ties by the lower column index;
 * the avoid rule never hands style a column content holds, even when fewer than ``k`` remain.
@@ -23,7 +24,22 @@ import torch
 from unziplora.method.blocks import BOTH, CONTENT_SPARSE, STYLE_SPARSE
 from unziplora.method.layer import UnZipLoRALinear
 
-DEFAULT_THRESHOLD = 1e-5 / 65536.0
+OFFICIAL_THRESHOLD = 1e-5  # the official absolute cone threshold, on loss-scaled fp16 gradients
+OFFICIAL_LOSS_SCALE = 65536.0  # GradScaler's initial scale, which the official gradients carried
+DEFAULT_THRESHOLD = OFFICIAL_THRESHOLD / OFFICIAL_LOSS_SCALE
+
+
+def faithful_grad_scale(loss_scale: float | None, faithful: bool) -> float:
+    """The ``grad_scale`` to score unscaled gradients with, so a faithful run thresholds as the official one.
+
+    ALGORITHM 9 #3: the official cone is ``C(S·g) > 1e-5`` with ``S`` the GradScaler's *current*
+    scale (65536 until an overflow halves it). Ours is ``C(g) / grad_scale > 1e-5 / 65536`` on
+    unscaled gradients, so ``grad_scale = 65536 / S`` makes the two the same test. The clean
+    default ignores the loss scale (``1.0``): its selection must not depend on the precision.
+    """
+    if not faithful or loss_scale is None or not loss_scale > 0:
+        return 1.0
+    return OFFICIAL_LOSS_SCALE / float(loss_scale)
 
 
 def columns_per_round(out_features: int, ratio: float) -> int:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from unziplora.errors import TrainingError
+from unziplora.method.selection import faithful_grad_scale
 from unziplora.sdxl import LatentPosterior
 from unziplora.train.config import TrainConfig
 
@@ -105,6 +106,7 @@ def train_loop(
     if scaler is None and dtype == torch.float16:  # fp16 gradients underflow without loss scaling
         scaler = torch.amp.GradScaler(device.split(":")[0])
     autocast = dtype != torch.float32
+    faithful = bool(getattr(columns, "config", {}).get("faithful", False))
     count = posterior.mean.shape[0]
     num_train_timesteps = int(noise_scheduler.config.num_train_timesteps)
     extra = {"content_encoder_hidden_states": cond.content, "style_encoder_hidden_states": cond.style} if config.prompt_separation else None
@@ -150,7 +152,8 @@ def train_loop(
             scaler.unscale_(optimizer)  # the column score reads unscaled gradients
         else:
             total.backward()
-        columns.after_backward(step)
+        loss_scale = float(scaler.get_scale()) if scaler is not None and faithful else None  # get_scale syncs: only when used
+        columns.after_backward(step, grad_scale=faithful_grad_scale(loss_scale, faithful))
         torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], config.max_grad_norm)
         if scaler is not None:
             scaler.step(optimizer)
