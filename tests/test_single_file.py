@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -80,3 +81,18 @@ def test_cli_refuses_sd15_file_with_one_line(cli, tmp_path: Path, monkeypatch: p
         f"error: base model {path} is an SD 1.5 checkpoint, not SDXL; UnZipLoRA needs an SDXL single file "
         "(SGM/A1111 layout) or a diffusers SDXL folder."
     )
+
+
+def test_shipped_sdxl_unet_config_has_sdxl_size() -> None:
+    """The shipped SDXL base 1.0 UNet config, built on the meta device (no memory): 2.567B params, 560 projections."""
+    from importlib.resources import files
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    config = json.loads((files("unziplora") / "sdxl_config" / "unet" / "config.json").read_text())
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(config)
+    assert sum(p.numel() for p in unet.parameters()) == 2_567_463_684
+    projections = [n for n, _ in unet.named_modules() if re.search(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$", n)]
+    assert len(projections) == 560
