@@ -96,3 +96,27 @@ def test_shipped_sdxl_unet_config_has_sdxl_size() -> None:
     assert sum(p.numel() for p in unet.parameters()) == 2_567_463_684
     projections = [n for n, _ in unet.named_modules() if re.search(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$", n)]
     assert len(projections) == 560
+
+
+def test_shipped_sdxl_vae_text_encoder_and_scheduler_configs() -> None:
+    """The other shipped SDXL base 1.0 configs build (meta device) at SDXL's sizes."""
+    from importlib.resources import files
+
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    root = files("unziplora") / "sdxl_config"
+
+    def count(model: torch.nn.Module) -> int:
+        return sum(p.numel() for p in model.parameters())
+
+    with torch.device("meta"):
+        vae = AutoencoderKL.from_config(json.loads((root / "vae" / "config.json").read_text()))
+        te1 = CLIPTextModel(CLIPTextConfig.from_dict(json.loads((root / "text_encoder" / "config.json").read_text())))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(json.loads((root / "text_encoder_2" / "config.json").read_text())))
+    assert count(vae) == 83_653_863
+    assert count(te1) == 123_060_480
+    assert count(te2) == 694_659_840
+    scheduler = EulerDiscreteScheduler.from_config(json.loads((root / "scheduler" / "scheduler_config.json").read_text()))
+    assert scheduler.config.timestep_spacing == "leading"
