@@ -26,7 +26,7 @@ import argparse
 import copy
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from benchmarks.common import Clock, Row, alternate, median, ratio_goal, spread
 from benchmarks.sizes import SizeSpec, build_pipeline, size_spec
@@ -61,7 +61,7 @@ def _write_entry(reg: Any, unet: Any, rank: int, seed: int, subject: str, style:
     return reg.get(staging.id)
 
 
-def time_generation(spec: SizeSpec, device: str, repeats: int, steps: Optional[int] = None) -> dict[str, list[float]]:
+def time_generation(spec: SizeSpec, device: str, repeats: int, steps: int | None = None) -> dict[str, list[float]]:
     """Seconds per image of each side, alternating (one warm-up round)."""
     import torch
 
@@ -129,7 +129,7 @@ def rows_from(times: dict[str, list[float]], spec: SizeSpec, steps: int) -> list
     return out
 
 
-def run(size: str = "medium", device: str = "auto", *, repeats: int = 5, steps: Optional[int] = None) -> list[Row]:
+def run(size: str = "medium", device: str = "auto", *, repeats: int = 5, steps: int | None = None) -> list[Row]:
     """Rows for the benchmark runner: (name, ours seconds/image, plain seconds/image, ratio, goal)."""
     from unziplora.device import resolve_device
 
@@ -137,7 +137,7 @@ def run(size: str = "medium", device: str = "auto", *, repeats: int = 5, steps: 
     return rows_from(time_generation(spec, resolve_device(device), repeats, steps), spec, steps or spec.gen_steps)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="medium", choices=("tiny", "medium", "sdxl"))
     parser.add_argument("--device", default="auto")

@@ -148,7 +148,7 @@ def test_generate_commands_import_no_torch():
 
 
 def test_unwritable_output_folder_is_refused_before_sampling(cli, pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import unziplora.generate.api as api
+    from unziplora.generate import api
 
     monkeypatch.setattr(api, "open_studio", lambda *a, **k: pytest.fail("the base was loaded before -o was checked"))
     blocker = tmp_path / "a-file"

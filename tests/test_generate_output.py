@@ -34,7 +34,7 @@ def test_an_interrupted_compose_keeps_the_images_already_drawn(cli, entry, tmp_p
 
 @pytest.mark.parametrize("command", ["compose", "restyle"])
 def test_existing_images_are_not_overwritten_without_force(cli, entry, tmp_path: Path, monkeypatch, command) -> None:
-    import unziplora.generate.api as api
+    from unziplora.generate import api
 
     out = tmp_path / "out"
     out.mkdir()
@@ -80,7 +80,7 @@ def _rewrite_payload(entry, name: str, change) -> None:
 
     path = entry.path / name
     tensors = load_file(str(path))
-    key = sorted(k for k in tensors if k.endswith("lora_A.weight"))[0]
+    key = min(k for k in tensors if k.endswith("lora_A.weight"))
     tensors[key] = change(tensors[key])
     save_file(tensors, str(path), metadata={"format": "pt"})
     record = json.loads((entry.path / "entry.json").read_text())

@@ -129,7 +129,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(cli, isolated_env: Path, 
 
 
 def test_each_trains_one_entry_per_image_with_one_base_load(cli, isolated_env: Path, tmp_path: Path, monkeypatch) -> None:
-    import unziplora.train.trainer as trainer
+    from unziplora.train import trainer
 
     loads = []
     real = trainer.load_pipeline

@@ -124,7 +124,7 @@ def test_list_runs_shows_interrupted_runs(cli, populated: Path) -> None:
 def test_non_finite_loss_stops_with_one_line_and_no_entry(cli, populated: Path, tmp_path: Path, monkeypatch) -> None:
     import torch
 
-    import unziplora.train.loop as loop
+    from unziplora.train import loop
 
     real = loop.diffusion_loss
     monkeypatch.setattr(loop, "diffusion_loss", lambda *a, **k: real(*a, **k) * torch.tensor(float("nan")))
@@ -141,7 +141,7 @@ def test_non_finite_loss_stops_with_one_line_and_no_entry(cli, populated: Path, 
 def test_failed_training_keeps_a_checkpointed_run_resumable(cli, populated: Path, tmp_path: Path, monkeypatch) -> None:
     import torch
 
-    import unziplora.train.loop as loop
+    from unziplora.train import loop
 
     calls = []
     real = loop.diffusion_loss

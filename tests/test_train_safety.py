@@ -83,7 +83,7 @@ def test_ctrl_c_after_the_last_step_leaves_a_run_that_resumes_to_preview_and_sav
     assert json.loads((run / "run.json").read_text())["checkpoint_step"] == 2
 
     monkeypatch.delenv("UNZIPLORA_TEST_TRAIN_HOOK")
-    import unziplora.train.loop as loop
+    from unziplora.train import loop
 
     monkeypatch.setattr(loop, "diffusion_loss", lambda *a, **k: pytest.fail("the resume trained a step again"))
     resumed = cli("train", "--resume", run_id, "-q")
@@ -159,7 +159,7 @@ def test_dead_runs_are_swept_by_the_next_training_unless_resumable(cli, isolated
 
 
 def test_out_of_range_seed_is_refused_before_start_up(cli, image, monkeypatch) -> None:
-    import unziplora.train.trainer as trainer
+    from unziplora.train import trainer
 
     monkeypatch.setattr(trainer, "load_pipeline", lambda *a, **k: pytest.fail("the base was loaded"))
     for seed in (str(2**64), "-1"):

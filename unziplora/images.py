@@ -197,7 +197,7 @@ def _decode(path: Path, data: bytes, max_pixels: int) -> Image.Image:
         raise InputImageError(f"cannot use {path}: not an image, or a format we do not read; {_FORMAT_HINT}") from None
     except MemoryError:
         raise InputImageError(f"cannot use {path}: not enough memory to decode it; downscale it and try again") from None
-    except Exception as exc:  # broken files make PIL raise OSError, SyntaxError, ValueError, EOFError, ...
+    except Exception as exc:  # noqa: BLE001 - broken files make PIL raise OSError, SyntaxError, ValueError, EOFError, ...
         raise InputImageError(
             f"cannot use {path}: the image is truncated or damaged ({_one_line(exc)}); re-export or re-download it"
         ) from None

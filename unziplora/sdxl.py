@@ -24,7 +24,7 @@ class PromptEmbeddings:
     embeds: torch.Tensor
     pooled: torch.Tensor
 
-    def to(self, device: Any, dtype: Any = None) -> "PromptEmbeddings":
+    def to(self, device: Any, dtype: Any = None) -> PromptEmbeddings:
         return PromptEmbeddings(self.embeds.to(device=device, dtype=dtype), self.pooled.to(device=device, dtype=dtype))
 
 

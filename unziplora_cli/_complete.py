@@ -8,10 +8,10 @@ completes nothing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 
-def _registry_root(ctx: Any) -> Optional[Path]:
+def _registry_root(ctx: Any) -> Path | None:
     from unziplora.settings import load_settings
 
     given = None

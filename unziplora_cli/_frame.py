@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -76,7 +76,7 @@ class UnzipGroup(TyperGroup):
                 code = getattr(exc, "exit_code", 2)
                 command = getattr(ctx, "command_path", prog_name or "unzip")
                 _say(f"error: {with_full_stop(usage_message(exc))} See '{command} --help'.")
-        except Exception as exc:  # noqa: BLE001 - mapped or re-raised below
+        except Exception as exc:
             code = exit_code_for(exc)
             if code is None:
                 raise
@@ -108,7 +108,7 @@ def make_app(**kwargs: Any) -> typer.Typer:
 class GlobalOptions:
     """Options given before the command name (``unzip --registry DIR list``)."""
 
-    registry: Optional[Path] = None
+    registry: Path | None = None
     json: bool = False
     quiet: bool = False
     debug: bool = False
@@ -125,14 +125,14 @@ def global_options(ctx: typer.Context) -> GlobalOptions:
 class Run:
     """What a command needs from the options shared by all commands, merged with the globals."""
 
-    registry: Optional[Path]
+    registry: Path | None
     json: bool
     quiet: bool
     debug: bool
 
 
 def run_options(
-    ctx: typer.Context, *, registry: Optional[Path] = None, json: bool = False, quiet: bool = False
+    ctx: typer.Context, *, registry: Path | None = None, json: bool = False, quiet: bool = False
 ) -> Run:
     """Merge per-command ``--registry/--json/-q`` with the global ones (the command's win)."""
     g = global_options(ctx)
@@ -141,17 +141,17 @@ def run_options(
 
 # Shared option declarations, so a flag's name and help cannot drift between commands.
 RegistryOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--registry", metavar="DIR", help="Registry directory (default: $UNZIPLORA_HOME, config, or the user data dir)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print only the essential output (ids, paths).")]
 BaseOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--base", metavar="MODEL", help="Base model: Hugging Face id, diffusers folder, .safetensors file, or tiny-sdxl."),
 ]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", metavar="P", help="auto, fp32, fp16 or bf16.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")]
+PrecisionOpt = Annotated[str | None, typer.Option("--precision", metavar="P", help="auto, fp32, fp16 or bf16.")]
 
 
 def epilog(*examples: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -41,7 +41,7 @@ def _version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     registry: Annotated[
-        Optional[Path], typer.Option("--registry", metavar="DIR", help="Registry directory for this call.")
+        Path | None, typer.Option("--registry", metavar="DIR", help="Registry directory for this call.")
     ] = None,
     json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only essential output; no progress.")] = False,

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from unziplora.errors import RegistryError
-from unziplora.registry.marker import GALLERY_DIR
 from unziplora.gallery import pages
 from unziplora.gallery.images import scan
+from unziplora.registry.marker import GALLERY_DIR
 
 MANIFEST = "manifest.json"
 SITE_DIRNAME = GALLERY_DIR  # the registry layout owns the name

@@ -91,7 +91,7 @@ def problem(record: object) -> str | None:
 def upgrade(record: object, entry_id: str) -> dict[str, Any]:
     """Bring a parsed record to SCHEMA_VERSION; refuse newer versions (SchemaVersionError)."""
     if not isinstance(record, dict):
-        raise ValueError("entry.json is not a JSON object")
+        raise ValueError("entry.json is not a JSON object")  # noqa: TRY004 - callers map ValueError to "damaged"
     version = record.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"entry.json has no usable schema_version ({version!r})")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from unziplora.train.config import TrainConfig
 
@@ -30,13 +30,13 @@ def prepare_requests(
     *,
     config: TrainConfig,
     each: bool = False,
-    subject: Optional[str] = None,
-    style: Optional[str] = None,
-    token: Optional[str] = None,
-    prompt: Optional[str] = None,
-    content_prompt: Optional[str] = None,
-    style_prompt: Optional[str] = None,
-    name: Optional[str] = None,
+    subject: str | None = None,
+    style: str | None = None,
+    token: str | None = None,
+    prompt: str | None = None,
+    content_prompt: str | None = None,
+    style_prompt: str | None = None,
+    name: str | None = None,
     command: str = "",
 ) -> Prepared:
     """Load and check every image and build the prompts; nothing touches the registry."""
@@ -125,10 +125,10 @@ def train_requests(
     registry: Any,
     device: str = "auto",
     precision: str = "auto",
-    on_start: Optional[Callable[[Any, int, int], None]] = None,
-    on_step: Optional[Callable[[Any], None]] = None,
-    on_done: Optional[Callable[[Any], None]] = None,
-    on_note: Optional[Callable[[str], None]] = None,
+    on_start: Callable[[Any, int, int], None] | None = None,
+    on_step: Callable[[Any], None] | None = None,
+    on_done: Callable[[Any], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> list[Any]:
     """Train every request of this process's share on one loaded base; return the new entries.
 
@@ -158,10 +158,10 @@ def train_requests(
 def train(
     images: Sequence[str | Path],
     *,
-    subject: Optional[str] = None,
-    style: Optional[str] = None,
+    subject: str | None = None,
+    style: str | None = None,
     base: str = "stabilityai/stable-diffusion-xl-base-1.0",
-    registry: Optional[Path] = None,
+    registry: Path | None = None,
     device: str = "auto",
     precision: str = "auto",
     **settings: Any,

@@ -8,7 +8,7 @@ weight decay 1e-4, gradient clipping 1.0, constant learning rate.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Optional
+from typing import Any
 
 from unziplora.errors import ConfigError
 
@@ -39,10 +39,10 @@ class TrainConfig:
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
     seed: int = 0
-    min_snr_gamma: Optional[float] = None
+    min_snr_gamma: float | None = None
     noise_offset: float = 0.0
     resolution: int = 1024
-    gradient_checkpointing: Optional[bool] = None  # None: on for GPU, off on CPU
+    gradient_checkpointing: bool | None = None  # None: on for GPU, off on CPU
     save_precision: str = "fp16"
     init: str = "official"
     preview_every: int = 0
@@ -86,7 +86,7 @@ class TrainConfig:
         if self.preview_every < 0 or self.checkpoint_every < 0:
             bad("preview_every" if self.preview_every < 0 else "checkpoint_every", "must not be negative")
 
-    def selection_warning(self, image_count: int) -> Optional[str]:
+    def selection_warning(self, image_count: int) -> str | None:
         """A line for the user when the schedule leaves no step for column selection."""
         period = -(-self.steps // self.sample_times)
         if self.column_separation and image_count >= period:
@@ -101,7 +101,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a stored record, ignoring keys a newer version may have added."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

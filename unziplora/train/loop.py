@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +71,7 @@ def _snr(noise_scheduler: Any, timesteps: torch.Tensor) -> torch.Tensor:
 
 
 def diffusion_loss(
-    pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor, noise_scheduler: Any, min_snr_gamma: Optional[float]
+    pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor, noise_scheduler: Any, min_snr_gamma: float | None
 ) -> torch.Tensor:
     """MSE in fp32; with ``min_snr_gamma`` each sample is weighted by min(SNR, gamma)/SNR."""
     if min_snr_gamma is None:
@@ -96,10 +96,10 @@ def train_loop(
     device: str,
     dtype: torch.dtype,
     start_step: int = 0,
-    on_step: Optional[Callable[[StepReport], None]] = None,
-    on_checkpoint: Optional[Callable[[int], None]] = None,
-    stop_requested: Optional[Callable[[], bool]] = None,
-    scaler: Optional[torch.amp.GradScaler] = None,
+    on_step: Callable[[StepReport], None] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> LoopResult:
     """Run optimizer steps ``start_step .. config.steps - 1``; the UNet holds injected layers."""
     params = [p for layer in layers.values() for group in (layer.lora_A, layer.lora_B, layer.merge) for p in group.values()]

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -44,7 +44,7 @@ class TrainRequest:
     images: list[Any]  # unziplora.images.LoadedImage
     prompts: PromptSet
     config: TrainConfig
-    name: Optional[str] = None
+    name: str | None = None
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # recorded as is (e.g. process index)
 
@@ -174,15 +174,14 @@ class Trainer:
         request: TrainRequest,
         registry: Any,
         *,
-        run: Optional[Run] = None,
-        on_step: Optional[Callable[[StepReport], None]] = None,
-        on_preview: Optional[Callable[[int, Path], None]] = None,
-        on_note: Optional[Callable[[str], None]] = None,
+        run: Run | None = None,
+        on_step: Callable[[StepReport], None] | None = None,
+        on_preview: Callable[[int, Path], None] | None = None,
+        on_note: Callable[[str], None] | None = None,
     ) -> Any:
         """Train ``request`` to a new registry entry and return it (``registry.get(id)``)."""
-        from unziplora.train import checkpoint as ckpt
-
         from unziplora.prompts import fit_prompts
+        from unziplora.train import checkpoint as ckpt
 
         config = request.config
         prompts, notes = fit_prompts(request.prompts, self.pipe.tokenizer)  # record what the encoders see
@@ -268,7 +267,7 @@ class Trainer:
         return entry
 
     def _final_preview(self, layers: dict[str, Any], request: TrainRequest, *, skip: bool,
-                       on_note: Optional[Callable[[str], None]]) -> Any:
+                       on_note: Callable[[str], None] | None) -> Any:
         """The entry's preview sheet; None (and a note) when Ctrl-C came during the last step or the preview."""
         from unziplora.train.previews import entry_preview
 

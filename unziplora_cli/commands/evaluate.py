@@ -7,7 +7,7 @@ Several ids give one comparison table (one column per entry). Progress goes to s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -25,11 +25,11 @@ EXAMPLES = epilog(
 def evaluate_command(
     ctx: typer.Context,
     ids: Annotated[list[str], typer.Argument(help="Entries to evaluate.", autocompletion=entry_ids, show_default=False)],
-    probes: Annotated[Optional[Path], typer.Option("--probes", metavar="FILE", help="TOML probe set replacing the built-in one.")] = None,
+    probes: Annotated[Path | None, typer.Option("--probes", metavar="FILE", help="TOML probe set replacing the built-in one.")] = None,
     num: Annotated[int, typer.Option("-n", "--num", help="Images per probe.")] = 1,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the probe set [default: the probe file's, else 0].")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the probe set [default: the probe file's, else 0].")] = None,
     steps: Annotated[int, typer.Option("--steps", help="Sampling steps per image.")] = 30,
-    size: Annotated[Optional[int], typer.Option("--size", help="Image size [default: the base's native size].")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Image size [default: the base's native size].")] = None,
     clip: Annotated[str, typer.Option("--clip", metavar="MODEL", help="CLIP model: Hugging Face id or folder.")] = "openai/clip-vit-large-patch14",
     dino: Annotated[str, typer.Option("--dino", metavar="MODEL", help="DINOv2 model: Hugging Face id or folder.")] = "facebook/dinov2-base",
     device: DeviceOpt = None,

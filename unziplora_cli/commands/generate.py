@@ -8,7 +8,7 @@ Written paths go to stdout one per line (``--json``: records); progress and note
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -36,16 +36,16 @@ NumOpt = Annotated[int, typer.Option("-n", "--num", help="Number of images.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the first image; image i uses seed+i.")]
 StepsOpt = Annotated[int, typer.Option("--steps", help="Sampling steps.")]
 GuidanceOpt = Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.")]
-NegativeOpt = Annotated[Optional[str], typer.Option("--negative", metavar="TEXT", help="Negative prompt.")]
-WidthOpt = Annotated[Optional[int], typer.Option("--width", help="Image width [default: the base's native size].")]
-HeightOpt = Annotated[Optional[int], typer.Option("--height", help="Image height [default: the base's native size].")]
-SamplerOpt = Annotated[Optional[str], typer.Option("--sampler", metavar="NAME", help=sampler_help())]
+NegativeOpt = Annotated[str | None, typer.Option("--negative", metavar="TEXT", help="Negative prompt.")]
+WidthOpt = Annotated[int | None, typer.Option("--width", help="Image width [default: the base's native size].")]
+HeightOpt = Annotated[int | None, typer.Option("--height", help="Image height [default: the base's native size].")]
+SamplerOpt = Annotated[str | None, typer.Option("--sampler", metavar="NAME", help=sampler_help())]
 OutOpt = Annotated[
-    Optional[Path], typer.Option("-o", "--out", metavar="DIR", help="Output folder [default: ./unzip-out/<time>-<ids>/].")
+    Path | None, typer.Option("-o", "--out", metavar="DIR", help="Output folder [default: ./unzip-out/<time>-<ids>/].")
 ]
 SheetOpt = Annotated[bool, typer.Option("--sheet", help="Also write sheet.png, all images in one grid.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite images already in the output folder.")]
-PromptOpt = Annotated[Optional[str], typer.Option("--prompt", metavar="TEXT", help="Use this prompt instead of the built one.")]
+PromptOpt = Annotated[str | None, typer.Option("--prompt", metavar="TEXT", help="Use this prompt instead of the built one.")]
 
 
 class _Progress:
@@ -83,8 +83,8 @@ def _options(**fields: Any) -> Any:
     return GenerationOptions(**fields)
 
 
-def _run(ctx: typer.Context, run: Any, content: Optional[str], style: Optional[str], base: Optional[str], device: Optional[str],
-         precision: Optional[str], out: Optional[Path], sheet: bool, call: Any, seeds: list[int], force: bool) -> None:
+def _run(ctx: typer.Context, run: Any, content: str | None, style: str | None, base: str | None, device: str | None,
+         precision: str | None, out: Path | None, sheet: bool, call: Any, seeds: list[int], force: bool) -> None:
     """Resolve entries and base, load the studio, call ``call(studio, request, progress, on_image)``, print.
 
     Each image is written as soon as it is drawn, so an interruption keeps what was made.
@@ -129,11 +129,11 @@ def _run(ctx: typer.Context, run: Any, content: Optional[str], style: Optional[s
 def compose(
     ctx: typer.Context,
     context: Annotated[str, typer.Argument(help="Where or how, e.g. 'on a beach'.", show_default=False)] = "",
-    content: Annotated[Optional[str], typer.Option("--content", metavar="ID", help="Entry whose subject to draw.", autocompletion=entry_ids)] = None,
-    style: Annotated[Optional[str], typer.Option("--style", metavar="ID", help="Entry whose style to draw in.", autocompletion=entry_ids)] = None,
+    content: Annotated[str | None, typer.Option("--content", metavar="ID", help="Entry whose subject to draw.", autocompletion=entry_ids)] = None,
+    style: Annotated[str | None, typer.Option("--style", metavar="ID", help="Entry whose style to draw in.", autocompletion=entry_ids)] = None,
     prompt: PromptOpt = None,
-    content_prompt: Annotated[Optional[str], typer.Option("--content-prompt", metavar="TEXT", help="Prompt of the content LoRA.")] = None,
-    style_prompt: Annotated[Optional[str], typer.Option("--style-prompt", metavar="TEXT", help="Prompt of the style LoRA.")] = None,
+    content_prompt: Annotated[str | None, typer.Option("--content-prompt", metavar="TEXT", help="Prompt of the content LoRA.")] = None,
+    style_prompt: Annotated[str | None, typer.Option("--style-prompt", metavar="TEXT", help="Prompt of the style LoRA.")] = None,
     single_prompt: Annotated[
         bool, typer.Option("--single-prompt", help="One prompt for base and both LoRAs (what an exported combined LoRA gives).")
     ] = False,
@@ -187,9 +187,9 @@ def restyle(
     subject: Annotated[str, typer.Option("--subject", metavar="TEXT", help="What to draw, e.g. 'a lighthouse'.", show_default=False)],
     context: Annotated[str, typer.Option("--context", metavar="TEXT", help="Where or how, e.g. 'on a cliff'.")] = "",
     prompt: PromptOpt = None,
-    image: Annotated[Optional[Path], typer.Option("--image", metavar="PHOTO", help="Restyle this picture (img2img).")] = None,
+    image: Annotated[Path | None, typer.Option("--image", metavar="PHOTO", help="Restyle this picture (img2img).")] = None,
     strength: Annotated[
-        Optional[float], typer.Option("--strength", metavar="S", help=f"How much of --image to redraw, 0-1 [default: {DEFAULT_STRENGTH}].")
+        float | None, typer.Option("--strength", metavar="S", help=f"How much of --image to redraw, 0-1 [default: {DEFAULT_STRENGTH}].")
     ] = None,
     style_scale: StyleScaleOpt = 1.0,
     num: NumOpt = 1,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -25,22 +25,22 @@ def _opt(*names: str, help: str, **kw: Any) -> Any:
 
 def train(
     ctx: typer.Context,
-    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files and/or folders.", show_default=False)] = None,
-    subject: Annotated[Optional[str], _opt("--subject", help="Subject words, e.g. 'cat'.")] = None,
-    style: Annotated[Optional[str], _opt("--style", help="Style words, e.g. 'pencil sketch'.")] = None,
+    images: Annotated[list[Path] | None, typer.Argument(help="Image files and/or folders.", show_default=False)] = None,
+    subject: Annotated[str | None, _opt("--subject", help="Subject words, e.g. 'cat'.")] = None,
+    style: Annotated[str | None, _opt("--style", help="Style words, e.g. 'pencil sketch'.")] = None,
     token: Annotated[str, _opt("--token", help="Rare token that marks the subject.")] = "monadikos",
-    prompt: Annotated[Optional[str], _opt("--prompt", help="Override the combined prompt.")] = None,
-    content_prompt: Annotated[Optional[str], _opt("--content-prompt", help="Override the content prompt.")] = None,
-    style_prompt: Annotated[Optional[str], _opt("--style-prompt", help="Override the style prompt.")] = None,
-    name: Annotated[Optional[str], _opt("--name", help="A label for the entry (default: from the id).")] = None,
+    prompt: Annotated[str | None, _opt("--prompt", help="Override the combined prompt.")] = None,
+    content_prompt: Annotated[str | None, _opt("--content-prompt", help="Override the content prompt.")] = None,
+    style_prompt: Annotated[str | None, _opt("--style-prompt", help="Override the style prompt.")] = None,
+    name: Annotated[str | None, _opt("--name", help="A label for the entry (default: from the id).")] = None,
     each: Annotated[bool, _opt("--each", help="One entry per image (the base is loaded once).")] = False,
-    resume: Annotated[Optional[str], _opt("--resume", metavar="RUN", help="Finish an interrupted run (see 'unzip list --runs').", autocompletion=run_ids)] = None,
+    resume: Annotated[str | None, _opt("--resume", metavar="RUN", help="Finish an interrupted run (see 'unzip list --runs').", autocompletion=run_ids)] = None,
     base: BaseOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
-    steps: Annotated[Optional[int], _opt("--steps", help="Optimizer steps [config, else 600].")] = None,
-    rank: Annotated[Optional[int], _opt("--rank", help="LoRA rank of each branch [config, else 64].")] = None,
-    resolution: Annotated[Optional[int], _opt("--resolution", help="Training size in pixels [config, else 1024].")] = None,
+    steps: Annotated[int | None, _opt("--steps", help="Optimizer steps [config, else 600].")] = None,
+    rank: Annotated[int | None, _opt("--rank", help="LoRA rank of each branch [config, else 64].")] = None,
+    resolution: Annotated[int | None, _opt("--resolution", help="Training size in pixels [config, else 1024].")] = None,
     content_lr: Annotated[float, _opt("--content-lr", help="Content LoRA learning rate.")] = 5e-5,
     style_lr: Annotated[float, _opt("--style-lr", help="Style LoRA learning rate.")] = 5e-5,
     mask_lr: Annotated[float, _opt("--mask-lr", help="Merge-vector learning rate.")] = 5e-3,
@@ -52,17 +52,17 @@ def train(
     no_block_separation: Annotated[bool, _opt("--no-block-separation", help="Ablation: every block both-sparse.")] = False,
     optimizer: Annotated[str, _opt("--optimizer", help="adamw or adamw8bit (needs the 8bit extra).")] = "adamw",
     seed: Annotated[int, _opt("--seed", help="Random seed.")] = 0,
-    min_snr_gamma: Annotated[Optional[float], _opt("--min-snr-gamma", help="Min-SNR loss weighting (off by default).")] = None,
+    min_snr_gamma: Annotated[float | None, _opt("--min-snr-gamma", help="Min-SNR loss weighting (off by default).")] = None,
     noise_offset: Annotated[float, _opt("--noise-offset", help="Offset noise strength (off by default).")] = 0.0,
     gradient_checkpointing: Annotated[
-        Optional[bool], _opt("--gradient-checkpointing/--no-gradient-checkpointing", help="[default: on for GPU]", show_default=False)
+        bool | None, _opt("--gradient-checkpointing/--no-gradient-checkpointing", help="[default: on for GPU]", show_default=False)
     ] = None,
     save_precision: Annotated[str, _opt("--save-precision", help="fp16, bf16 or fp32 payloads.")] = "fp16",
     preview_every: Annotated[int, _opt("--preview-every", metavar="N", help="Write preview samples every N steps.")] = 0,
     preview_steps: Annotated[int, _opt("--preview-steps", help="Sampling steps for previews.")] = 25,
     checkpoint_every: Annotated[int, _opt("--checkpoint-every", metavar="N", help="Checkpoint every N steps (Ctrl-C also does).")] = 0,
     faithful: Annotated[
-        Optional[bool],
+        bool | None,
         _opt("--faithful/--no-faithful", help="The official code's numerics: its column rule, unmasked RESET merge grads, fp16 + 8-bit AdamW [config train.faithful, else off].", show_default=False),
     ] = None,
     registry: RegistryOpt = None,
@@ -248,9 +248,8 @@ def _command_line(images: list[Path], subject: Any, style: Any, token: str, prom
                 words.append("--gradient-checkpointing" if value else "--no-gradient-checkpointing")
         elif key in ("init", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm"):
             continue
-        elif key in ("steps", "rank", "resolution") or value != getattr(defaults, key):
-            if value is not None:
-                words += [f"--{key.replace('_', '-')}", str(value)]
+        elif (key in ("steps", "rank", "resolution") or value != getattr(defaults, key)) and value is not None:
+            words += [f"--{key.replace('_', '-')}", str(value)]
     return shlex.join(words)
 
 
