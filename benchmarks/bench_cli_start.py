@@ -47,10 +47,20 @@ def make_entries(root: Path, count: int) -> None:
             for name in ("content.safetensors", "style.safetensors", "masks.safetensors", "source.png"):
                 st.path(name).write_bytes(os.urandom(2048))
             st.record = {
-                "prompts": {"combined": f"a sks {subject} in {style} style", "content": f"a sks {subject}", "style": f"in {style} style"},
+                "prompts": {
+                    "combined": f"a sks {subject} in {style} style",
+                    "content": f"a sks {subject}",
+                    "style": f"in {style} style",
+                },
                 "rare_token": "sks",
-                "sources": [{"name": f"{subject}.jpg", "sha256": "0" * 64, "bytes": 51234, "width": 1024, "height": 1024}],
-                "base": {"ref": "stabilityai/stable-diffusion-xl-base-1.0", "kind": "hub", "fingerprint": "0123456789abcdef"},
+                "sources": [
+                    {"name": f"{subject}.jpg", "sha256": "0" * 64, "bytes": 51234, "width": 1024, "height": 1024}
+                ],
+                "base": {
+                    "ref": "stabilityai/stable-diffusion-xl-base-1.0",
+                    "kind": "hub",
+                    "fingerprint": "0123456789abcdef",
+                },
                 "settings": {"steps": 600, "rank": 64, "learning_rate": 5e-5, "resolution": 1024, "seed": i},
                 "figures": {"steps": 600, "seconds": 812.4, "final_loss": 0.083, "device": "cuda", "precision": "bf16"},
             }
@@ -69,10 +79,16 @@ def _time(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 def run(entries: int = 1000, repeats: int = 15) -> list[Row]:
     """Medians of each command against ``python -c pass``, alternating, after one warm-up run each."""
     unzip = str(Path(sys.executable).with_name("unzip"))
-    commands = {"unzip --help": [unzip, "--help"], "unzip list": [unzip, "list"], "unzip list --json": [unzip, "list", "--json"]}
+    commands = {
+        "unzip --help": [unzip, "--help"],
+        "unzip list": [unzip, "list"],
+        "unzip list --json": [unzip, "list", "--json"],
+    }
     reference = [sys.executable, "-c", "pass"]
     with tempfile.TemporaryDirectory(prefix="unziplora-bench-") as tmp:
-        env = dict(os.environ, UNZIPLORA_HOME=str(Path(tmp) / "registry"), UNZIPLORA_CONFIG=str(Path(tmp) / "none.toml"))
+        env = dict(
+            os.environ, UNZIPLORA_HOME=str(Path(tmp) / "registry"), UNZIPLORA_CONFIG=str(Path(tmp) / "none.toml")
+        )
         make_entries(Path(tmp) / "registry", entries)
         rows = []
         for name, argv in commands.items():
@@ -99,7 +115,9 @@ def main() -> None:
     print(f"{'command':<20} {'wall s':>7} {'cpu s':>6} {'python -c pass':>15} {'ratio':>6}  goal")
     for row in rows:
         verdict = "ok" if row.ours_s < GOAL_S else "MISSED"
-        print(f"{row.name:<20} {row.ours_s:>7.3f} {row.ours_cpu_s:>6.3f} {row.reference_s:>15.3f} {row.ratio:>6.1f}  {row.goal} {verdict}")
+        print(
+            f"{row.name:<20} {row.ours_s:>7.3f} {row.ours_cpu_s:>6.3f} {row.reference_s:>15.3f} {row.ratio:>6.1f}  {row.goal} {verdict}"
+        )
 
 
 if __name__ == "__main__":

@@ -69,7 +69,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     rows = run(args.entries, args.repeats)
-    print(f"unzip gallery, {args.entries} entries, median of {args.repeats}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"unzip gallery, {args.entries} entries, median of {args.repeats}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    )
     for name, seconds in rows.items():
         print(f"  {name:<26} {seconds:6.3f} s  goal < {GOAL_S} s {'ok' if seconds < GOAL_S else 'MISSED'}")
 

@@ -51,13 +51,21 @@ def _write_entry(reg: Any, unet: Any, rank: int, seed: int, subject: str, style:
                 layer.merge[branch].copy_(torch.rand(layer.out_features, generator=gen) * 0.7 + 0.3)
                 layer.set_mask(branch, torch.rand(layer.out_features, generator=gen) > 0.5)
                 layer.set_mask_active(branch, True)
-    files = {"content.safetensors": lora_state_dict(layers, "content"), "style.safetensors": lora_state_dict(layers, "style"),
-             "masks.safetensors": merge_state_dict(layers)}
+    files = {
+        "content.safetensors": lora_state_dict(layers, "content"),
+        "style.safetensors": lora_state_dict(layers, "style"),
+        "masks.safetensors": merge_state_dict(layers),
+    }
     remove_unziplora(unet)
     with reg.new_entry(subject=subject, style=style) as staging:
         for name, sd in files.items():
             write_lora_file(staging.path(name), sd)
-        staging.record = {"subject": subject, "style": style, "base": {"ref": base_ref, "fingerprint": base_ref}, "settings": {"rank": rank}}
+        staging.record = {
+            "subject": subject,
+            "style": style,
+            "base": {"ref": base_ref, "fingerprint": base_ref},
+            "settings": {"rank": rank},
+        }
     return reg.get(staging.id)
 
 
@@ -90,13 +98,26 @@ def time_generation(spec: SizeSpec, device: str, repeats: int, steps: int | None
         content = _write_entry(reg, ours.unet, spec.rank, 1, "cat", "pencil sketch", ref)
         style = _write_entry(reg, ours.unet, spec.rank, 2, "rose", "pop art", ref)
         studio = Studio(ours, BaseSpec("folder", ref), placement, ref)
-        kw = {"num": 1, "seed": 0, "steps": steps, "guidance": GUIDANCE, "width": spec.resolution, "height": spec.resolution,
-              "sampler": SAMPLER}
+        kw = {
+            "num": 1,
+            "seed": 0,
+            "steps": steps,
+            "guidance": GUIDANCE,
+            "width": spec.resolution,
+            "height": spec.resolution,
+            "sampler": SAMPLER,
+        }
 
         def plain_call() -> Any:
             gen = torch.Generator("cpu").manual_seed(0)
-            return plain(PROMPT, num_inference_steps=steps, guidance_scale=GUIDANCE, width=spec.resolution,
-                         height=spec.resolution, generator=gen).images
+            return plain(
+                PROMPT,
+                num_inference_steps=steps,
+                guidance_scale=GUIDANCE,
+                width=spec.resolution,
+                height=spec.resolution,
+                generator=gen,
+            ).images
 
         sides = {
             "separated": lambda: studio.compose(content, style, "on a beach", **kw),
@@ -124,8 +145,20 @@ def rows_from(times: dict[str, list[float]], spec: SizeSpec, steps: int) -> list
         # On a shared machine other processes only ever add time, so the ratio of the fastest runs
         # is the steadier figure; it goes in the notes next to the row's median ratio.
         row_notes = dict(notes, ratio_of_fastest=round(min(times[side]) / min(times["plain"]), 3))
-        out.append(Row(f"generate: {label}", ours, plain, "s", f"<= {GOAL}x", ratio_goal(ours / plain, GOAL),
-                       f"unziplora {label}", "stock SDXL pipeline, no LoRA", "generate", row_notes))
+        out.append(
+            Row(
+                f"generate: {label}",
+                ours,
+                plain,
+                "s",
+                f"<= {GOAL}x",
+                ratio_goal(ours / plain, GOAL),
+                f"unziplora {label}",
+                "stock SDXL pipeline, no LoRA",
+                "generate",
+                row_notes,
+            )
+        )
     return out
 
 
@@ -150,11 +183,15 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     rows = run(args.size, args.device, repeats=args.repeats, steps=args.steps)
-    print(f"size {args.size}, {rows[0].notes['px']} px, {rows[0].notes['steps']} steps, CFG {GUIDANCE}, one image per call")
+    print(
+        f"size {args.size}, {rows[0].notes['px']} px, {rows[0].notes['steps']} steps, CFG {GUIDANCE}, one image per call"
+    )
     print(f"{'plain SDXL pipeline, no LoRA (reference)':44s} {rows[0].reference:8.4f} s/image")
     for row in rows:
-        print(f"{row.name:44s} {row.ours:8.4f} s/image  ours/plain {row.ratio:6.3f} (fastest runs "
-              f"{row.notes['ratio_of_fastest']:.3f})  goal {row.goal} {'met' if row.met else 'MISSED'}")
+        print(
+            f"{row.name:44s} {row.ours:8.4f} s/image  ours/plain {row.ratio:6.3f} (fastest runs "
+            f"{row.notes['ratio_of_fastest']:.3f})  goal {row.goal} {'met' if row.met else 'MISSED'}"
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ def draw(size: int = 256) -> Image.Image:
     d.polygon([(0, 150 * s), (120 * s, 132 * s), (150 * s, 176 * s), (0, 190 * s)], fill=(84, 66, 52))  # cliff
     d.polygon([(62 * s, 136 * s), (96 * s, 136 * s), (90 * s, 60 * s), (68 * s, 60 * s)], fill=(240, 240, 236))  # tower
     for y0 in (80, 110):  # red bands
-        d.polygon([(66 * s, (y0 + 14) * s), (92 * s, (y0 + 14) * s), (91 * s, y0 * s), (67 * s, y0 * s)], fill=(196, 48, 44))
+        d.polygon(
+            [(66 * s, (y0 + 14) * s), (92 * s, (y0 + 14) * s), (91 * s, y0 * s), (67 * s, y0 * s)], fill=(196, 48, 44)
+        )
     d.rectangle([64 * s, 46 * s, 94 * s, 60 * s], fill=(52, 52, 60))  # lantern room
     d.polygon([(60 * s, 46 * s), (98 * s, 46 * s), (79 * s, 30 * s)], fill=(196, 48, 44))  # roof
     d.polygon([(94 * s, 50 * s), (168 * s, 34 * s), (168 * s, 66 * s)], fill=(255, 236, 150))  # beam

@@ -26,8 +26,13 @@ def build_tiny_eval_models(root: Path) -> tuple[Path, Path]:
     torch.manual_seed(0)
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=77, eos_token_id=tokenizer.eos_token_id,
-                         bos_token_id=tokenizer.bos_token_id, **small),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            **small,
+        ),
         vision_config=dict(image_size=32, patch_size=8, **small),
         projection_dim=16,
     )

@@ -21,7 +21,15 @@ def png_bytes(color: tuple[int, int, int], size: int = 16) -> bytes:
     return buf.getvalue()
 
 
-def make_gallery_entry(reg: Registry, subject: str = "cat", style: str = "pencil sketch", *, color=(200, 80, 40), samples: bool = False, **extra) -> Entry:
+def make_gallery_entry(
+    reg: Registry,
+    subject: str = "cat",
+    style: str = "pencil sketch",
+    *,
+    color=(200, 80, 40),
+    samples: bool = False,
+    **extra,
+) -> Entry:
     def write(folder: Path) -> None:
         for name in ("content.safetensors", "style.safetensors", "masks.safetensors"):
             (folder / name).write_bytes(os.urandom(64))

@@ -56,7 +56,11 @@ def make_entry(
 
     unet = unet if unet is not None else bare_unet()
     layers = random_layers(unet, seed, rank)
-    content, style_sd, masks = lora_state_dict(layers, "content"), lora_state_dict(layers, "style"), merge_state_dict(layers)
+    content, style_sd, masks = (
+        lora_state_dict(layers, "content"),
+        lora_state_dict(layers, "style"),
+        merge_state_dict(layers),
+    )
     remove_unziplora(unet)
     if shrink:
         for sd in (content, style_sd):

@@ -13,7 +13,11 @@ PAYLOADS = ("content.safetensors", "style.safetensors", "masks.safetensors", "so
 
 def record_for(subject: str, style: str, **extra: Any) -> dict[str, Any]:
     record: dict[str, Any] = {
-        "prompts": {"combined": f"a sks {subject} in {style} style", "content": f"a sks {subject}", "style": f"in {style} style"},
+        "prompts": {
+            "combined": f"a sks {subject} in {style} style",
+            "content": f"a sks {subject}",
+            "style": f"in {style} style",
+        },
         "rare_token": "sks",
         "sources": [{"name": f"{subject}.jpg", "sha256": "ab" * 32, "bytes": 51234, "width": 1024, "height": 768}],
         "base": {"ref": "tiny-sdxl", "kind": "tiny", "fingerprint": "tiny-sdxl-v1"},
@@ -24,7 +28,15 @@ def record_for(subject: str, style: str, **extra: Any) -> dict[str, Any]:
     return record
 
 
-def make_entry(reg: Registry, subject: str = "cat", style: str = "pencil sketch", *, size: int = 1000, name: str | None = None, **extra: Any) -> Entry:
+def make_entry(
+    reg: Registry,
+    subject: str = "cat",
+    style: str = "pencil sketch",
+    *,
+    size: int = 1000,
+    name: str | None = None,
+    **extra: Any,
+) -> Entry:
     def write(folder: Path) -> None:
         for i, payload in enumerate(PAYLOADS):
             (folder / payload).write_bytes(os.urandom(size * (i + 1)))

@@ -48,7 +48,10 @@ def test_other_trainers_vocabulary_points_at_ours(cli, tmp_path: Path, option: s
 def test_hints_only_name_options_the_command_has() -> None:
     assert option_hint("--network_dim", ["--json", "--filter"]) is None
     assert option_hint("--jsno", ["--json", "--filter"]) == "did you mean --json?"
-    assert option_hint("--gradient_checkpointing", ["--gradient-checkpointing"]) == "did you mean --gradient-checkpointing?"
+    assert (
+        option_hint("--gradient_checkpointing", ["--gradient-checkpointing"])
+        == "did you mean --gradient-checkpointing?"
+    )
 
 
 def test_full_stop_once() -> None:

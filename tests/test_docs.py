@@ -49,11 +49,16 @@ def test_bash_tab_completion_lists_entry_ids(isolated_env: Path) -> None:
 
 @pytest.mark.slow
 def test_walkthrough_runs_green(tmp_path: Path, tiny_cache: Path) -> None:
-    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", TMPDIR=str(tmp_path),
-               UNZIPLORA_CACHE=str(tiny_cache))
+    env = dict(
+        os.environ,
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        TMPDIR=str(tmp_path),
+        UNZIPLORA_CACHE=str(tiny_cache),
+    )
     env.pop("UNZIPLORA_HOME", None)
-    result = subprocess.run(["bash", str(ROOT / "examples" / "walkthrough.sh")], capture_output=True, text=True,
-                            env=env, timeout=900)
+    result = subprocess.run(
+        ["bash", str(ROOT / "examples" / "walkthrough.sh")], capture_output=True, text=True, env=env, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "walkthrough finished" in result.stdout
     work = next(tmp_path.glob("unziplora-walkthrough.*"))

@@ -16,8 +16,12 @@ def t(*rows: list[float]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
-REF = Reference(clip=torch.tensor([1.0, 0, 0]), dino=torch.tensor([1.0, 0]),
-                style_text=torch.tensor([0, 1.0, 0]), subject_text=torch.tensor([0, 0, 1.0]))
+REF = Reference(
+    clip=torch.tensor([1.0, 0, 0]),
+    dino=torch.tensor([1.0, 0]),
+    style_text=torch.tensor([0, 1.0, 0]),
+    subject_text=torch.tensor([0, 0, 1.0]),
+)
 CONTENT = KindEmbeddings(clip=t([3, 0, 4]), dino=t([1, 1]), prompt_text=t([0, 0, 1]))
 STYLE = KindEmbeddings(clip=t([0, 1, 1]), dino=t([0, 2]), prompt_text=t([0, 1, 0]))
 RECON = KindEmbeddings(clip=t([1, 1, 0]), dino=t([2, 0]), prompt_text=t([1, 0, 0]))

@@ -10,7 +10,9 @@ from unziplora.errors import ConfigError
 from unziplora.eval.probes import DEFAULT_PROBES, KINDS, probe_seed, read_probes
 from unziplora.prompts import PromptSet
 
-PROMPTS = PromptSet("A monadikos cat in sketch style", "A monadikos cat", "A cat in sketch style", subject="cat", style_words="sketch")
+PROMPTS = PromptSet(
+    "A monadikos cat in sketch style", "A monadikos cat", "A cat in sketch style", subject="cat", style_words="sketch"
+)
 
 
 def test_default_set_covers_every_kind_and_renders():

@@ -18,8 +18,10 @@ RUN = {"seed": 0, "num": 1, "steps": 1, "probes": 2, "clip": "c", "dino": "d"}
 
 def _evaluate(registry: Registry, entry_id: str, subject: float, leak: float) -> None:
     scores = {"content_dino": subject, "style_clip_i": 0.5, "style_leak_into_content": leak, "recon_dino": math.nan}
-    images = [ProbeImage("content", "a cat", 0, Image.new("RGB", (64, 64)), {"content_dino": subject}),
-              ProbeImage("style", "a boat", 1000, Image.new("RGB", (64, 64)), {"style_clip_i": 0.5})]
+    images = [
+        ProbeImage("content", "a cat", 0, Image.new("RGB", (64, 64)), {"content_dino": subject}),
+        ProbeImage("style", "a boat", 1000, Image.new("RGB", (64, 64)), {"style_clip_i": 0.5}),
+    ]
     save_evaluation(registry, Evaluation(entry_id, scores, images), RUN)
 
 
@@ -81,9 +83,16 @@ def test_killed_update_leaves_entry_json_as_it_was(cli, reg: Registry) -> None: 
 
     entry = make_entry(reg, "cat", "ink")
     before = (entry.path / "entry.json").read_bytes()
-    env = {k: v for k, v in os.environ.items() if k != "UNZIPLORA_TEST_PAUSE"} | {"UNZIPLORA_TEST_PAUSE": "update-payload"}
-    proc = subprocess.Popen([sys.executable, "-c", UPDATER, entry.id, "new"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "UNZIPLORA_TEST_PAUSE"} | {
+        "UNZIPLORA_TEST_PAUSE": "update-payload"
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", UPDATER, entry.id, "new"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _kill_at(proc, "update-payload")  # eval.json renamed into place, entry.json not yet rewritten
     assert (entry.path / "entry.json").read_bytes() == before  # never a half-written or stale-merged entry.json
     assert not [p.name for p in entry.path.iterdir() if p.name.startswith(".")]  # no temporary file left

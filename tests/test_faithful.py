@@ -110,8 +110,22 @@ def test_cli_faithful_on_cpu_warns_and_records(cli, isolated_env: Path, tmp_path
     from tests.test_train_cli import TINY, entry_dir, make_image
 
     image = make_image(tmp_path / "cat.png")
-    result = cli("train", str(image), "--subject", "cat", "--style", "sketch", "--steps", "4", "--sample-times", "1",
-                 "--faithful", "--device", "cpu", *TINY)
+    result = cli(
+        "train",
+        str(image),
+        "--subject",
+        "cat",
+        "--style",
+        "sketch",
+        "--steps",
+        "4",
+        "--sample-times",
+        "1",
+        "--faithful",
+        "--device",
+        "cpu",
+        *TINY,
+    )
     assert result.exit_code == 0, result.stderr
     assert "--faithful: fp16 autocast with loss scaling is not available on CPU" in result.stderr
     record = json.loads((entry_dir(isolated_env, result.stdout.strip()) / "entry.json").read_text())
@@ -119,8 +133,20 @@ def test_cli_faithful_on_cpu_warns_and_records(cli, isolated_env: Path, tmp_path
     recipe = record["figures"]["faithful"]
     assert recipe["precision"] == "fp32" and recipe["reset_merge_grads"] == "unmasked"
     assert record["figures"]["precision"] == "fp32"
-    refused = cli("train", str(image), "--subject", "cat", "--style", "sketch", "--faithful", "--device", "cpu",
-                  "--precision", "bf16", *TINY)
+    refused = cli(
+        "train",
+        str(image),
+        "--subject",
+        "cat",
+        "--style",
+        "sketch",
+        "--faithful",
+        "--device",
+        "cpu",
+        "--precision",
+        "bf16",
+        *TINY,
+    )
     assert refused.exit_code == 1
     assert refused.stderr.strip().splitlines()[-1].startswith("error: ")
 

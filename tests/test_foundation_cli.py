@@ -83,7 +83,9 @@ def test_passthrough_extracts_a_real_zip(tmp_path: Path) -> None:
     ours = VENV_BIN / "unzip"
     assert ours.exists(), "the project must be installed (pip install -e .)"
     env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}/usr/bin{os.pathsep}/bin")
-    result = subprocess.run([str(ours), str(archive), "-d", str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [str(ours), str(archive), "-d", str(tmp_path / "out")], capture_output=True, text=True, env=env
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "hello.txt").read_text() == "hello from zip\n"
     assert (tmp_path / "out" / "dir" / "inner.txt").read_text() == "inner\n"

@@ -48,9 +48,9 @@ def test_precedence_flag_env_file_default(tmp_path: Path, monkeypatch: pytest.Mo
     [
         ('device = "cpu\n', "is not valid TOML"),
         ('devise = "cpu"\n', "line 1: unknown setting 'devise'"),
-        ('rank = 4\n', "(steps, rank and resolution go under [train])"),
+        ("rank = 4\n", "(steps, rank and resolution go under [train])"),
         ('[train]\nsteps = "many"\n', "line 2: 'train.steps' must be an integer"),
-        ('[train]\nsteps = -3\n', "'train.steps' must be positive"),
+        ("[train]\nsteps = -3\n", "'train.steps' must be positive"),
         ('precision = "fp8"\n', "precision must be one of"),
     ],
 )
@@ -105,13 +105,17 @@ def test_tiny_base_builds_reloads_and_generates(tiny_cache: Path) -> None:
 
     pipe = load_pipeline(parse_base("tiny-sdxl"))
     assert (tiny_cache / "tiny-sdxl-v1" / "model_index.json").is_file()
-    groups = sorted({n.split(".transformer_blocks")[0] for n, _ in pipe.unet.named_modules() if ".transformer_blocks." in n})
+    groups = sorted(
+        {n.split(".transformer_blocks")[0] for n, _ in pipe.unet.named_modules() if ".transformer_blocks." in n}
+    )
     assert groups == SDXL_GROUPS
     projections = [n for n, _ in pipe.unet.named_modules() if n.endswith(("to_q", "to_k", "to_v", "to_out.0"))]
     assert len(projections) == 11 * 2 * 2 * 4  # groups x blocks x (attn1, attn2) x projections
     assert type(pipe).__name__ == "StableDiffusionXLPipeline"
     assert pipe.tokenizer.model_max_length == 77 and pipe.tokenizer_2.model_max_length == 77
-    image = pipe("A monadikos cat in sketch style", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+    image = pipe(
+        "A monadikos cat in sketch style", num_inference_steps=2, generator=torch.Generator().manual_seed(0)
+    ).images[0]
     assert image.size == (64, 64)
     again = load_pipeline(parse_base("tiny-sdxl"))
     for (name, a), (_, b) in zip(pipe.unet.state_dict().items(), again.unet.state_dict().items()):

@@ -40,8 +40,17 @@ def test_site_files_and_fields(cli, reg: Registry, isolated_env: Path) -> None:
         assert (site / "e" / e.id / "source.png").is_file()
     assert "imported" in index and "trained" in index and "subject-fidelity" in index and "0.310" in index
     page = (site / "e" / a.id / "index.html").read_text()
-    for needle in ("pencil sketch", "learning_rate", "final_loss", "sources", "content.safetensors", a.files["content.safetensors"]["sha256"],
-                   "previews/0002.png", f"unzip compose &#x27;on a beach&#x27; --content {a.id} --style {a.id}", f"unzip export {a.id}"):
+    for needle in (
+        "pencil sketch",
+        "learning_rate",
+        "final_loss",
+        "sources",
+        "content.safetensors",
+        a.files["content.safetensors"]["sha256"],
+        "previews/0002.png",
+        f"unzip compose &#x27;on a beach&#x27; --content {a.id} --style {a.id}",
+        f"unzip export {a.id}",
+    ):
         assert needle in page, needle
     assert (site / "e" / a.id / "previews" / "0002.png").is_file()
 
@@ -56,10 +65,16 @@ def test_filter_and_output_option(cli, reg: Registry, tmp_path: Path) -> None:
 
 
 def test_hostile_text_is_escaped(cli, reg: Registry, tmp_path: Path) -> None:
-    entry = make_gallery_entry(reg, "cat", "pencil sketch", prompts={"combined": HOSTILE, "content": "a", "style": "b"}, note=HOSTILE)
+    entry = make_gallery_entry(
+        reg, "cat", "pencil sketch", prompts={"combined": HOSTILE, "content": "a", "style": "b"}, note=HOSTILE
+    )
     images = tmp_path / "out"
     images.mkdir()
-    save_png(Image.new("RGB", (8, 8), "red"), images / "x.png", {"prompts": {"prompt": HOSTILE}, "entries": {"content": entry.id}, "seed": 7})
+    save_png(
+        Image.new("RGB", (8, 8), "red"),
+        images / "x.png",
+        {"prompts": {"prompt": HOSTILE}, "entries": {"content": entry.id}, "seed": 7},
+    )
     _build(cli, "--images", str(images))
     site = reg.root / "gallery"
     for page in (site / "e" / entry.id / "index.html", site / "images.html"):
@@ -97,7 +112,9 @@ def test_swap_is_atomic_and_failure_keeps_old_site(cli, reg: Registry, monkeypat
     monkeypatch.setattr(pages, "index_page", boom)
     assert cli("gallery").exit_code == 1
     assert (site / "index.html").read_text() == old_index  # the old site, whole
-    assert sorted(p.name for p in reg.root.iterdir() if "gallery" in p.name) == ["gallery"]  # no half-built sibling left
+    assert sorted(p.name for p in reg.root.iterdir() if "gallery" in p.name) == [
+        "gallery"
+    ]  # no half-built sibling left
 
 
 def test_refuses_to_replace_a_foreign_folder(cli, reg: Registry, tmp_path: Path) -> None:
@@ -106,7 +123,10 @@ def test_refuses_to_replace_a_foreign_folder(cli, reg: Registry, tmp_path: Path)
     (tmp_path / "docs" / "thesis.tex").write_text("keep me")
     result = cli("gallery", "-o", str(tmp_path / "docs"))
     assert result.exit_code == 1
-    assert result.stderr.strip() == f"error: gallery output {tmp_path / 'docs'} is a folder that is not a gallery; pick another -o DIR (it would be replaced)"
+    assert (
+        result.stderr.strip()
+        == f"error: gallery output {tmp_path / 'docs'} is a folder that is not a gallery; pick another -o DIR (it would be replaced)"
+    )
     assert (tmp_path / "docs" / "thesis.tex").read_text() == "keep me"
 
 
@@ -122,7 +142,11 @@ def test_open_uses_webbrowser(cli, reg: Registry, monkeypatch: pytest.MonkeyPatc
 
 def test_gallery_imports_no_torch() -> None:
     code = "import sys, unziplora_cli.commands.gallery, unziplora.gallery.build; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the one-step exchange is Linux's renameat2")

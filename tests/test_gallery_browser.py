@@ -37,8 +37,19 @@ PROBE = """<script>window.addEventListener('load', function () {
 
 def _chromium(tmp_path: Path, *args: str) -> str:
     profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--virtual-time-budget=5000"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+    ]
     done = subprocess.run([CHROMIUM, *flags, *args], check=False, capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -64,12 +75,26 @@ def _check_links(result: dict) -> None:
 
 def test_gallery_in_chromium(cli, isolated_env: Path, tmp_path: Path) -> None:
     reg = Registry(isolated_env)
-    cat = make_gallery_entry(reg, "cat", "pencil sketch", samples=True, prompts={"combined": HOSTILE, "content": "a sks cat", "style": "in pencil sketch style"})
+    cat = make_gallery_entry(
+        reg,
+        "cat",
+        "pencil sketch",
+        samples=True,
+        prompts={"combined": HOSTILE, "content": "a sks cat", "style": "in pencil sketch style"},
+    )
     rose = make_gallery_entry(reg, "rose", "pop art", color=(30, 160, 90))
     made = tmp_path / "made"
     made.mkdir()
-    save_png(Image.new("RGB", (24, 16), (250, 200, 0)), made / "beach.png",
-             {"prompts": {"prompt": HOSTILE}, "entries": {"content": cat.id, "style": rose.id}, "scales": {"content": 1.0, "style": 0.8}, "seed": 3})
+    save_png(
+        Image.new("RGB", (24, 16), (250, 200, 0)),
+        made / "beach.png",
+        {
+            "prompts": {"prompt": HOSTILE},
+            "entries": {"content": cat.id, "style": rose.id},
+            "scales": {"content": 1.0, "style": 0.8},
+            "seed": 3,
+        },
+    )
     assert cli("gallery", "--images", str(made)).exit_code == 0
     site = isolated_env / "gallery"
 
@@ -85,12 +110,16 @@ def test_gallery_in_chromium(cli, isolated_env: Path, tmp_path: Path) -> None:
     _check_links(page)
 
     generated = _rendered(site / "images.html", tmp_path)
-    assert [i["w"] for i in generated["images"]] == [24] and HOSTILE in generated["text"] and generated["title"] != "pwned"
+    assert (
+        [i["w"] for i in generated["images"]] == [24] and HOSTILE in generated["text"] and generated["title"] != "pwned"
+    )
     assert f"style: {rose.id} (scale 0.8)" in generated["text"] and "seed" in generated["text"]
     _check_links(generated)
 
     shot = tmp_path / "index.png"
-    _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1100,520", "--hide-scrollbars", (site / "index.html").as_uri())
+    _chromium(
+        tmp_path, f"--screenshot={shot}", "--window-size=1100,520", "--hide-scrollbars", (site / "index.html").as_uri()
+    )
     with Image.open(shot) as img:
         colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is None or len(colours) > 50  # not a blank page

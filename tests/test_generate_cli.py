@@ -26,13 +26,30 @@ def reg(isolated_env: Path) -> Registry:
 
 @pytest.fixture
 def pair(reg: Registry):
-    return make_entry(reg, subject="cat", style="sketch", seed=1), make_entry(reg, subject="rose", style="pop art", seed=2)
+    return make_entry(reg, subject="cat", style="sketch", seed=1), make_entry(
+        reg, subject="rose", style="pop art", seed=2
+    )
 
 
 def test_compose_writes_pngs_and_prints_paths(cli, pair, tmp_path: Path):
     a, b = pair
     out = tmp_path / "out"
-    result = cli("compose", "--content", a.id, "--style", b.id[:6], "on a beach", "-n", "2", "--seed", "3", "--sheet", "-o", str(out), *FAST)
+    result = cli(
+        "compose",
+        "--content",
+        a.id,
+        "--style",
+        b.id[:6],
+        "on a beach",
+        "-n",
+        "2",
+        "--seed",
+        "3",
+        "--sheet",
+        "-o",
+        str(out),
+        *FAST,
+    )
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [str(out / "00-seed3.png"), str(out / "01-seed4.png"), str(out / "sheet.png")]
     assert "note: tiny-sdxl is a toy base with random weights; its images are noise." in result.stderr
@@ -48,7 +65,9 @@ def test_compose_writes_pngs_and_prints_paths(cli, pair, tmp_path: Path):
 def test_compose_json_single_prompt_default_folder(cli, pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     a, b = pair
     monkeypatch.chdir(tmp_path)
-    result = cli("compose", "--content", a.id, "--style", b.id, "--single-prompt", "--sampler", "dpmpp", "--json", "-q", *FAST)
+    result = cli(
+        "compose", "--content", a.id, "--style", b.id, "--single-prompt", "--sampler", "dpmpp", "--json", "-q", *FAST
+    )
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     (record,) = payload["images"]
@@ -60,7 +79,19 @@ def test_compose_json_single_prompt_default_folder(cli, pair, tmp_path: Path, mo
 
 def test_restyle_subject(cli, pair, tmp_path: Path):
     _, b = pair
-    result = cli("restyle", "--style", b.id, "--subject", "a lighthouse", "--context", "on a cliff", "-o", str(tmp_path), "-q", *FAST)
+    result = cli(
+        "restyle",
+        "--style",
+        b.id,
+        "--subject",
+        "a lighthouse",
+        "--context",
+        "on a cliff",
+        "-o",
+        str(tmp_path),
+        "-q",
+        *FAST,
+    )
     assert result.exit_code == 0, result.stderr
     meta = read_png_meta(result.stdout.strip())
     assert meta["prompts"]["prompt"] == "A lighthouse on a cliff in pop art style" and meta["mode"] == "style"
@@ -71,7 +102,10 @@ def test_restyle_subject(cli, pair, tmp_path: Path):
     [
         (b"", "error: cannot use {path}: the file is empty (0 bytes); " + REDO),
         (b"hello, not a picture", "error: cannot use {path}: not an image, or a format we do not read; " + FORMATS),
-        (b"\x89PNG\r\n\x1a\n\x00\x00", "error: cannot use {path}: the image is truncated or damaged (its header cannot be read); " + REDO),
+        (
+            b"\x89PNG\r\n\x1a\n\x00\x00",
+            "error: cannot use {path}: the image is truncated or damaged (its header cannot be read); " + REDO,
+        ),
     ],
     ids=["zero-bytes", "not-an-image", "truncated"],
 )
@@ -113,7 +147,9 @@ def test_entry_that_does_not_fit_the_base(cli, reg):
     broken = make_entry(reg, subject="fox", style="chalk", seed=4, shrink=True)
     result = cli("compose", "--content", broken.id, *FAST)
     assert result.exit_code == 1
-    (line,) = result.stderr.replace("note: tiny-sdxl is a toy base with random weights; its images are noise.\n", "").splitlines()
+    (line,) = result.stderr.replace(
+        "note: tiny-sdxl is a toy base with random weights; its images are noise.\n", ""
+    ).splitlines()
     assert line == (
         f"error: entry {broken.id}: content LoRA tensors of up_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q have "
         "shapes (4, 127) / (128, 4), expected [r, 128] / [128, r]; it was trained on a different base model"
@@ -124,7 +160,9 @@ def test_usage_errors(cli, pair):
     a, _ = pair
     nothing = cli("compose", *FAST)
     assert nothing.exit_code == 2
-    assert nothing.stderr.splitlines() == ["error: nothing to generate: pass --content ID, --style ID, or both. See 'unzip compose --help'."]
+    assert nothing.stderr.splitlines() == [
+        "error: nothing to generate: pass --content ID, --style ID, or both. See 'unzip compose --help'."
+    ]
     bad = cli("compose", "--content", a.id, "--sampler", "heun", *FAST)
     assert bad.exit_code == 1
     assert bad.stderr.splitlines() == ["error: unknown sampler 'heun'; use one of ddpm, euler, euler-a, dpmpp, ddim."]
@@ -135,7 +173,10 @@ def test_usage_errors(cli, pair):
 def test_help_lists_samplers_defaults_and_examples(cli):
     for command, example in (("compose", "unzip compose --content"), ("restyle", "unzip restyle --style")):
         text = " ".join(cli(command, "--help").stdout.split())
-        assert "ddpm, euler, euler-a, dpmpp, ddim [default: ddpm with content and style, euler with only one of them]" in text
+        assert (
+            "ddpm, euler, euler-a, dpmpp, ddim [default: ddpm with content and style, euler with only one of them]"
+            in text
+        )
         assert "Examples:" in text and example in text
 
 
@@ -147,7 +188,9 @@ def test_generate_commands_import_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_unwritable_output_folder_is_refused_before_sampling(cli, pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_unwritable_output_folder_is_refused_before_sampling(
+    cli, pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from unziplora.generate import api
 
     monkeypatch.setattr(api, "open_studio", lambda *a, **k: pytest.fail("the base was loaded before -o was checked"))

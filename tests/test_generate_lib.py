@@ -82,7 +82,9 @@ def test_content_only_matches_stock_pipeline_with_load_lora_weights(studio, fres
 
     def stock() -> Image.Image:
         gen = torch.Generator("cpu").manual_seed(5)
-        return pipe("A monadikos cat on a beach", num_inference_steps=3, guidance_scale=5.0, generator=gen, width=64, height=64).images[0]
+        return pipe(
+            "A monadikos cat on a beach", num_inference_steps=3, guidance_scale=5.0, generator=gen, width=64, height=64
+        ).images[0]
 
     try:
         plain = stock()
@@ -98,8 +100,14 @@ def test_content_only_matches_stock_pipeline_with_load_lora_weights(studio, fres
 def test_cross_entry_compose_uses_content_of_a_and_style_of_b(studio, fresh_pipe, entry_a, entry_b):
     result = studio.compose(entry_a, entry_b, "on a beach", seed=3, **FAST)[0]
     assert result.meta["entries"] == {"content": entry_a.id, "style": entry_b.id}
-    a_content, b_style = read_lora_file(entry_a.file("content.safetensors"))[0], read_lora_file(entry_b.file("style.safetensors"))[0]
-    a_masks, b_masks = read_lora_file(entry_a.file("masks.safetensors"))[0], read_lora_file(entry_b.file("masks.safetensors"))[0]
+    a_content, b_style = (
+        read_lora_file(entry_a.file("content.safetensors"))[0],
+        read_lora_file(entry_b.file("style.safetensors"))[0],
+    )
+    a_masks, b_masks = (
+        read_lora_file(entry_a.file("masks.safetensors"))[0],
+        read_lora_file(entry_b.file("masks.safetensors"))[0],
+    )
     for name, layer in unziplora_layers(studio.pipe.unet).items():
         assert torch.equal(layer.lora_A["content"], a_content[f"unet.{name}.lora_A.weight"])
         assert torch.equal(layer.lora_B["content"], a_content[f"unet.{name}.lora_B.weight"])
@@ -145,7 +153,11 @@ def test_base_weights_restored_bit_exactly_and_layers_unfolded(studio, entry_a, 
     studio.compose(entry_a, entry_b, seed=0, steps=1, width=64, height=64)
     layers = unziplora_layers(studio.pipe.unet)
     before = {n: layer.base_layer.weight.detach().clone() for n, layer in layers.items()}
-    for mode_args in ({"content": entry_a}, {"style": entry_b}, {"content": entry_a, "style": entry_b, "prompt_separation": False}):
+    for mode_args in (
+        {"content": entry_a},
+        {"style": entry_b},
+        {"content": entry_a, "style": entry_b, "prompt_separation": False},
+    ):
         studio.compose(seed=1, steps=1, width=64, height=64, **mode_args)
         for name, layer in layers.items():
             assert torch.equal(layer.base_layer.weight, before[name]), name
@@ -201,7 +213,11 @@ def test_sample_with_layers_leaves_trained_layers_as_found(fresh_pipe, studio, r
             write_lora_file(st.path("content.safetensors"), lora_state_dict(layers, "content"))
             write_lora_file(st.path("style.safetensors"), lora_state_dict(layers, "style"))
             write_lora_file(st.path("masks.safetensors"), merge_state_dict(layers))
-            st.record = {"subject": "owl", "style": "ink wash", "base": {"ref": "tiny-sdxl", "fingerprint": "tiny-sdxl-v1"}}
+            st.record = {
+                "subject": "owl",
+                "style": "ink wash",
+                "base": {"ref": "tiny-sdxl", "fingerprint": "tiny-sdxl-v1"},
+            }
         saved = reg.get(st.id)
         for mode, kw in (("both", {"content": saved, "style": saved}), ("content", {"content": saved})):
             preview = sample_with_layers(pipe, prompts, mode=mode, seed=7, steps=2, guidance=5.0, width=64, height=64)
@@ -228,12 +244,20 @@ def test_png_records_and_sheet(studio, entry_a, tmp_path: Path):
     assert meta["seed"] == 21 and meta["entries"] == {"content": entry_a.id, "style": None}
     assert meta["scales"] == {"content": 0.5} and meta["negative"] == "blurry" and meta["sampler"] == "euler"
     with Image.open(saved.paths[0]) as img:
-        assert img.text["parameters"].startswith("A monadikos cat in snow\nNegative prompt: blurry\nSteps: 2, Sampler: euler")
+        assert img.text["parameters"].startswith(
+            "A monadikos cat in snow\nNegative prompt: blurry\nSteps: 2, Sampler: euler"
+        )
     assert read_png_meta(saved.sheet)["seeds"] == [20, 21]
 
 
 def test_entries_of_different_bases_or_shapes_are_refused(studio, reg, entry_a):
-    other = make_entry(reg, subject="dog", style="oil", seed=3, base={"ref": "stabilityai/stable-diffusion-xl-base-1.0", "fingerprint": "abc"})
+    other = make_entry(
+        reg,
+        subject="dog",
+        style="oil",
+        seed=3,
+        base={"ref": "stabilityai/stable-diffusion-xl-base-1.0", "fingerprint": "abc"},
+    )
     with pytest.raises(IncompatibleEntriesError) as info:
         check_same_base(entry_a, other)
     assert str(info.value) == (

@@ -65,7 +65,10 @@ def test_a_prompt_over_77_tokens_is_warned_about_and_recorded_as_used(cli, entry
     out = tmp_path / "long"
     result = cli("compose", "--content", entry.id, context, "-o", str(out), *FAST)
     assert result.exit_code == 0, result.stderr
-    assert "warning: the content prompt is longer than 77 CLIP tokens; the images use (and record) only its start:" in result.stderr
+    assert (
+        "warning: the content prompt is longer than 77 CLIP tokens; the images use (and record) only its start:"
+        in result.stderr
+    )
     recorded = read_png_meta(out / "00-seed0.png")["prompts"]["prompt"]  # content mode: one prompt
     assert recorded.startswith("A ") and " cat on a beach word0" in recorded
     assert len(recorded) < len(context) and "word119" not in recorded

@@ -118,7 +118,9 @@ def test_infinite_number_is_damaged_not_printed(cli, two) -> None:
     path = reg.entries_dir / bad / "entry.json"
     path.write_text(path.read_text().replace('"final_loss": 0.25', '"final_loss": 1e999'))
     rows = _strict_json(cli("list", "--json").stdout)
-    assert [r["damaged"] for r in rows if r["id"] == bad] == ["entry.json holds the number 1e999, too large for JSON readers"]
+    assert [r["damaged"] for r in rows if r["id"] == bad] == [
+        "entry.json holds the number 1e999, too large for JSON readers"
+    ]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
@@ -131,7 +133,9 @@ def test_config_that_is_not_a_file_is_one_line(cli, tmp_path: Path, monkeypatch:
     monkeypatch.setenv("UNZIPLORA_CONFIG", str(path))
     result = within_deadline(cli, "list")
     assert result.exit_code == 1
-    assert result.stderr == f"error: config file {path} is not a regular file; point UNZIPLORA_CONFIG at a config.toml.\n"
+    assert (
+        result.stderr == f"error: config file {path} is not a regular file; point UNZIPLORA_CONFIG at a config.toml.\n"
+    )
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
@@ -141,7 +145,9 @@ def test_input_image_that_is_not_a_file_is_one_line(cli, tmp_path: Path, kind: s
         os.mkfifo(path)
     else:
         path.symlink_to("/dev/zero")
-    result = within_deadline(cli, "train", str(path), "--subject", "cat", "--style", "ink", "--base", "tiny-sdxl", "--steps", "1")
+    result = within_deadline(
+        cli, "train", str(path), "--subject", "cat", "--style", "ink", "--base", "tiny-sdxl", "--steps", "1"
+    )
     assert result.exit_code == 1, result.output
     assert result.stderr == f"error: cannot read {path}: not a regular file (a pipe or a device?); pass an image file\n"
 
@@ -236,7 +242,9 @@ def test_huge_subject_is_refused_early(cli, tmp_path: Path) -> None:
 
     Image.new("RGB", (64, 64), "red").save(tmp_path / "cat.png")
     subject = "cat " * 12_500_000  # 50 MB
-    result = within_deadline(cli, "train", str(tmp_path / "cat.png"), "--subject", subject, "--style", "ink", "--base", "tiny-sdxl")
+    result = within_deadline(
+        cli, "train", str(tmp_path / "cat.png"), "--subject", subject, "--style", "ink", "--base", "tiny-sdxl"
+    )
     assert result.exit_code == 1
     assert result.stderr == (
         "error: a subject, style or prompt text is 50000000 characters long, over the limit of 2000 "
@@ -248,7 +256,11 @@ def test_huge_subject_is_refused_early(cli, tmp_path: Path) -> None:
     ("field", "value", "why"),
     [
         ("files", ["content.safetensors"], "entry.json: 'files' is missing or not an object"),
-        ("files", {"content.safetensors": {"sha256": "ab", "bytes": -1}}, "entry.json: file content.safetensors lacks sha256 or bytes"),
+        (
+            "files",
+            {"content.safetensors": {"sha256": "ab", "bytes": -1}},
+            "entry.json: file content.safetensors lacks sha256 or bytes",
+        ),
         ("base", {"ref": ["x"]}, "entry.json: 'base.ref' is not text"),
         ("base", "tiny", "entry.json: 'base' is not an object"),
     ],
@@ -268,7 +280,11 @@ def test_wrong_field_types_mark_one_entry_damaged(cli, two, field: str, value: A
 def test_hostile_run_json_is_skipped(cli, isolated_env: Path) -> None:
     reg = Registry(isolated_env)
     make_entry(reg)
-    for name, text in {"a-run-0001": "[1, 2]", "b-run-0002": '{"prompts": [1], "config": 3}', "c-run-0003": "[" * 100_000}.items():
+    for name, text in {
+        "a-run-0001": "[1, 2]",
+        "b-run-0002": '{"prompts": [1], "config": 3}',
+        "c-run-0003": "[" * 100_000,
+    }.items():
         (reg.runs_dir / name).mkdir(parents=True)
         (reg.runs_dir / name / "run.json").write_text(text)
     os.mkfifo(reg.runs_dir / "d-run-0004")
@@ -286,7 +302,12 @@ def _small_tmpfs(folder: Path, size: str):
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs to fill needs root")
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -309,8 +330,27 @@ def test_train_on_a_full_disk_is_one_line_and_leaves_no_entry(cli, tmp_path: Pat
     Image.new("RGB", (64, 64), (200, 120, 40)).save(image)
     for disk in _small_tmpfs(tmp_path / "disk", size):
         reg = disk / "reg"
-        result = cli("train", str(image), "--subject", "cat", "--style", "flat", "--base", "tiny-sdxl", "--resolution", "64",
-                     "--steps", "2", "--rank", "4", "--preview-steps", "1", "--registry", str(reg), "-q")
+        result = cli(
+            "train",
+            str(image),
+            "--subject",
+            "cat",
+            "--style",
+            "flat",
+            "--base",
+            "tiny-sdxl",
+            "--resolution",
+            "64",
+            "--steps",
+            "2",
+            "--rank",
+            "4",
+            "--preview-steps",
+            "1",
+            "--registry",
+            str(reg),
+            "-q",
+        )
         assert result.exit_code == 1
         assert result.stderr.strip().splitlines()[-1] == (
             "error: cannot write a safetensors file: no space left on the device; free some disk space and run the command again."
@@ -325,7 +365,9 @@ def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(cli, isolated_env:
     entry = make_trained_entry(Registry(isolated_env), subject="fox", style="chalk art", seed=7)
     result = cli("export", entry.id, "--format", "diffusers", "--dtype", "fp32", "-o", str(tiny_disk / "out" / "fox"))
     assert result.exit_code == 1, result.output
-    assert result.stderr.startswith(f"error: cannot write {tiny_disk / 'out' / 'fox'}") and result.stderr.count("\n") == 1
+    assert (
+        result.stderr.startswith(f"error: cannot write {tiny_disk / 'out' / 'fox'}") and result.stderr.count("\n") == 1
+    )
     assert "no space left on the device" in result.stderr
     assert list(tiny_disk.iterdir()) == []  # no .tmp file, no empty folders
 

@@ -108,16 +108,40 @@ def test_content_override_alone_still_needs_style() -> None:
     [
         ({"subject": None, "style": "sketch"}, f"no subject given; pass --subject and --style {EXAMPLE}"),
         ({"subject": "cat", "style": None}, f"no style given; pass --style {EXAMPLE}"),
-        ({"subject": " ", "style": "sketch"}, "the subject is empty; pass --subject with a few words (e.g. --subject cat)"),
+        (
+            {"subject": " ", "style": "sketch"},
+            "the subject is empty; pass --subject with a few words (e.g. --subject cat)",
+        ),
         ({"subject": "a", "style": "sketch"}, None),
         ({"subject": "the ", "style": "sketch"}, None),
-        ({"subject": "cat", "style": ""}, 'the style is empty; pass --style with a few words (e.g. --style "pencil sketch")'),
-        ({"subject": "cat", "style": "style"}, 'the style is empty; pass --style with a few words (e.g. --style "pencil sketch")'),
-        ({"subject": "cat", "style": "x", "token": "two words"}, "the subject token must be one word without spaces, e.g. 'monadikos'; got 'two words'"),
-        ({"subject": "cat", "style": "x", "token": ""}, "the subject token must be one word without spaces, e.g. 'monadikos'; got ''"),
-        ({"subject": "cat", "style": "x", "prompt": "  "}, "the --prompt text is empty; leave --prompt out or give it some words"),
-        ({"subject": "cat", "style": "x", "content_prompt": ""}, "the --content-prompt text is empty; leave --content-prompt out or give it some words"),
-        ({"subject": "cat", "style": "x", "style_prompt": "\t"}, "the --style-prompt text is empty; leave --style-prompt out or give it some words"),
+        (
+            {"subject": "cat", "style": ""},
+            'the style is empty; pass --style with a few words (e.g. --style "pencil sketch")',
+        ),
+        (
+            {"subject": "cat", "style": "style"},
+            'the style is empty; pass --style with a few words (e.g. --style "pencil sketch")',
+        ),
+        (
+            {"subject": "cat", "style": "x", "token": "two words"},
+            "the subject token must be one word without spaces, e.g. 'monadikos'; got 'two words'",
+        ),
+        (
+            {"subject": "cat", "style": "x", "token": ""},
+            "the subject token must be one word without spaces, e.g. 'monadikos'; got ''",
+        ),
+        (
+            {"subject": "cat", "style": "x", "prompt": "  "},
+            "the --prompt text is empty; leave --prompt out or give it some words",
+        ),
+        (
+            {"subject": "cat", "style": "x", "content_prompt": ""},
+            "the --content-prompt text is empty; leave --content-prompt out or give it some words",
+        ),
+        (
+            {"subject": "cat", "style": "x", "style_prompt": "\t"},
+            "the --style-prompt text is empty; leave --style-prompt out or give it some words",
+        ),
     ],
 )
 def test_training_refusals(kwargs: dict, message: str | None) -> None:
@@ -156,9 +180,18 @@ def test_promptset_round_trip() -> None:
     ("data", "message"),
     [
         ({"content": "b", "style": "c"}, "stored prompts are incomplete: 'combined' is missing or not text"),
-        ({"combined": "a", "content": 3, "style": "c"}, "stored prompts are incomplete: 'content' is missing or not text"),
-        ({"combined": "a", "content": "b", "style": "c", "subject": 1}, "stored prompts are invalid: 'subject' is not text"),
-        ({"combined": "a", "content": "b", "style": "c", "token": None}, "stored prompts are invalid: 'token' is not text"),
+        (
+            {"combined": "a", "content": 3, "style": "c"},
+            "stored prompts are incomplete: 'content' is missing or not text",
+        ),
+        (
+            {"combined": "a", "content": "b", "style": "c", "subject": 1},
+            "stored prompts are invalid: 'subject' is not text",
+        ),
+        (
+            {"combined": "a", "content": "b", "style": "c", "token": None},
+            "stored prompts are invalid: 'token' is not text",
+        ),
     ],
 )
 def test_promptset_from_bad_dict(data: dict, message: str) -> None:
@@ -240,10 +273,12 @@ def test_resolve_cannot_tell_one_of_them() -> None:
     with pytest.raises(PromptError) as info:
         resolve_training_prompts([Path("a_cat_in_sketch_style.png"), Path("IMG_2.PNG")], "cat", None)
     assert str(info.value) == (
-        "cannot tell the style of IMG_2.PNG (file 2 of 2): pass --style (e.g. --style \"pencil sketch\") "
+        'cannot tell the style of IMG_2.PNG (file 2 of 2): pass --style (e.g. --style "pencil sketch") '
         "or name the file like 'a_cat_in_pencil_sketch_style.png'"
     )
-    with pytest.raises(PromptError, match=r"^cannot tell the subject of cat\.webp: pass --subject \(e\.g\. --subject cat\)"):
+    with pytest.raises(
+        PromptError, match=r"^cannot tell the subject of cat\.webp: pass --subject \(e\.g\. --subject cat\)"
+    ):
         resolve_training_prompts([Path("cat.webp")], None, "sketch")
 
 
@@ -278,7 +313,9 @@ def test_generation_content_and_style_with_context() -> None:
 
 def test_generation_without_context_equals_training_prompts() -> None:
     assert _triple(build_generation_prompts("rose", "pop art")) == _triple(build_training_prompts("rose", "pop art"))
-    assert _triple(build_generation_prompts("rose", "pop art", "   ")) == _triple(build_training_prompts("rose", "pop art"))
+    assert _triple(build_generation_prompts("rose", "pop art", "   ")) == _triple(
+        build_training_prompts("rose", "pop art")
+    )
 
 
 def test_generation_content_only() -> None:
@@ -313,7 +350,11 @@ def test_generation_custom_token() -> None:
             {"subject": "dog"},
             "pass either a content entry or a new --subject, not both: the content entry is the subject",
         ),
-        ((None, "sketch"), {"subject": " a "}, "the subject is empty; pass --subject with a few words (e.g. --subject cat)"),
+        (
+            (None, "sketch"),
+            {"subject": " a "},
+            "the subject is empty; pass --subject with a few words (e.g. --subject cat)",
+        ),
         (("", "sketch"), {}, "the content entry has no subject words to prompt with"),
         (("cat", " "), {}, 'the style is empty; pass --style with a few words (e.g. --style "pencil sketch")'),
         (("cat", "x", "", "a b"), {}, "the subject token must be one word without spaces, e.g. 'monadikos'; got 'a b'"),

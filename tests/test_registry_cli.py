@@ -16,8 +16,26 @@ from unziplora_cli.commands import registry as registry_cmd
 
 HEAVY = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors.torch")
 RECORD_KEYS = {
-    "id", "schema_version", "name", "created", "tool_version", "kind", "imported", "subject", "style", "prompts",
-    "rare_token", "sources", "base", "settings", "figures", "provenance", "files", "path", "size_bytes", "damaged",
+    "id",
+    "schema_version",
+    "name",
+    "created",
+    "tool_version",
+    "kind",
+    "imported",
+    "subject",
+    "style",
+    "prompts",
+    "rare_token",
+    "sources",
+    "base",
+    "settings",
+    "figures",
+    "provenance",
+    "files",
+    "path",
+    "size_bytes",
+    "damaged",
 }
 
 
@@ -31,7 +49,11 @@ def three(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """cat-sketch-3f2a (oldest, middle size), cat-ink-1b2c (largest), car-pop-9e0f (newest, smallest)."""
     suffixes = iter(["3f2a", "1b2c", "9e0f"])
     monkeypatch.setattr(ids, "random_suffix", lambda hex_digits=4: next(suffixes))
-    made = [make_entry(reg, "cat", "sketch", size=2000), make_entry(reg, "cat", "ink", size=5000), make_entry(reg, "car", "pop", size=100)]
+    made = [
+        make_entry(reg, "cat", "sketch", size=2000),
+        make_entry(reg, "cat", "ink", size=5000),
+        make_entry(reg, "car", "pop", size=100),
+    ]
     for age, entry in zip((7200, 3600, 60), made):  # created 2 hours, 1 hour and 1 minute ago
         raw = json.loads((entry.path / "entry.json").read_text())
         from datetime import datetime, timedelta, timezone
@@ -51,7 +73,10 @@ def _ids(stdout: str) -> list[str]:
 def test_list_empty_registry(cli, reg: Registry) -> None:
     result = cli("list")
     assert result.exit_code == 0 and result.stdout == ""
-    assert result.stderr == f"No entries yet in {reg.root}. Make one with: unzip train IMAGE --subject WORDS --style WORDS\n"
+    assert (
+        result.stderr
+        == f"No entries yet in {reg.root}. Make one with: unzip train IMAGE --subject WORDS --style WORDS\n"
+    )
     assert cli("list", "-q").stdout == "" and cli("list", "-q").stderr == ""
     assert json.loads(cli("list", "--json").stdout) == []
 
@@ -61,9 +86,17 @@ def test_list_table(cli, three: list[str]) -> None:
     assert result.exit_code == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["ID", "NAME", "SUBJECT", "STYLE", "BASE", "RANK", "STEPS", "SIZE", "CREATED"]
-    assert [line.split()[0] for line in lines[1:]] == ["car-pop-9e0f", "cat-ink-1b2c", "cat-sketch-3f2a"]  # newest first
+    assert [line.split()[0] for line in lines[1:]] == [
+        "car-pop-9e0f",
+        "cat-ink-1b2c",
+        "cat-sketch-3f2a",
+    ]  # newest first
     row = lines[1].split()
-    assert row[1:7] == ["car-pop", "car", "pop", "tiny-sdxl", "4", "8"] and row[8] == "KiB" and row[9:] == ["1", "minute", "ago"]
+    assert (
+        row[1:7] == ["car-pop", "car", "pop", "tiny-sdxl", "4", "8"]
+        and row[8] == "KiB"
+        and row[9:] == ["1", "minute", "ago"]
+    )
     assert lines[3].endswith("2 hours ago") and all(line == line.rstrip() for line in lines)
 
 
@@ -96,8 +129,14 @@ def test_list_filter_matching_nothing(cli, three: list[str]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--sort", "age"), "error: Invalid value for '--sort': Value error, 'age' is not one of 'created', 'name', 'size', 'subject-fidelity', 'style-fidelity', 'leakage'. See 'unzip list --help'.\n"),
-        (("--limit", "0"), "error: Invalid value for '--limit': Input should be greater than or equal to 1. See 'unzip list --help'.\n"),
+        (
+            ("--sort", "age"),
+            "error: Invalid value for '--sort': Value error, 'age' is not one of 'created', 'name', 'size', 'subject-fidelity', 'style-fidelity', 'leakage'. See 'unzip list --help'.\n",
+        ),
+        (
+            ("--limit", "0"),
+            "error: Invalid value for '--limit': Input should be greater than or equal to 1. See 'unzip list --help'.\n",
+        ),
     ],
 )
 def test_list_bad_options_are_usage_errors(cli, reg: Registry, args: tuple[str, ...], message: str) -> None:
@@ -152,11 +191,23 @@ def test_show_prints_every_field(cli, reg: Registry, three: list[str]) -> None:
     assert result.exit_code == 0 and result.stderr == ""
     out = result.stdout
     for text in (
-        "id:          cat-ink-1b2c", "name:        cat-ink", "status:      ok", "kind:        trained",
-        "subject:     cat", "style:       ink", "rare token:  sks", "base:        tiny-sdxl (kind tiny, fingerprint tiny-sdxl-v1)",
-        "  combined:    a sks cat in ink style", "  rank:        4", "  final_loss:  0.25", "  device:      cpu",
-        "  cat.jpg  1024x768  50.0 KiB  sha256 abababababababab", "  content.safetensors", "(1 hour ago)",
-        f"preview:     {reg.entries_dir / 'cat-ink-1b2c' / 'preview.png'}", "written by:  unziplora",
+        "id:          cat-ink-1b2c",
+        "name:        cat-ink",
+        "status:      ok",
+        "kind:        trained",
+        "subject:     cat",
+        "style:       ink",
+        "rare token:  sks",
+        "base:        tiny-sdxl (kind tiny, fingerprint tiny-sdxl-v1)",
+        "  combined:    a sks cat in ink style",
+        "  rank:        4",
+        "  final_loss:  0.25",
+        "  device:      cpu",
+        "  cat.jpg  1024x768  50.0 KiB  sha256 abababababababab",
+        "  content.safetensors",
+        "(1 hour ago)",
+        f"preview:     {reg.entries_dir / 'cat-ink-1b2c' / 'preview.png'}",
+        "written by:  unziplora",
     ):
         assert text in out, text
 
@@ -190,7 +241,9 @@ def test_show_verify_reports_what_differs(cli, reg: Registry, three: list[str]) 
     data = json.loads(cli("show", "cat-sketch-3f2a", "--verify", "--json").stdout)
     assert data["verify"]["ok"] is False and data["damaged"].startswith("masks.safetensors differs")
     plain = cli("show", "cat-sketch-3f2a")
-    assert plain.exit_code == 0 and plain.stderr.startswith("warning: entry cat-sketch-3f2a is damaged: masks.safetensors")
+    assert plain.exit_code == 0 and plain.stderr.startswith(
+        "warning: entry cat-sketch-3f2a is damaged: masks.safetensors"
+    )
 
 
 def test_show_verify_catches_silent_corruption(cli, reg: Registry, three: list[str]) -> None:
@@ -208,11 +261,26 @@ def test_show_verify_catches_silent_corruption(cli, reg: Registry, three: list[s
         ("ca", "error: 'ca' matches 3 entries: car-pop-9e0f, cat-ink-1b2c, cat-sketch-3f2a; give more characters\n"),
         ("cat-skecth", "error: no entry matches 'cat-skecth'; did you mean cat-sketch-3f2a? (see 'unzip list')\n"),
         ("zebra", "error: no entry matches 'zebra' (see 'unzip list')\n"),
-        ("../../etc/passwd", "error: '../../etc/passwd' is not a valid entry id: it contains a path separator; ids look like cat-sketch-3f2a (see 'unzip list')\n"),
-        ("..", "error: '..' is not a valid entry id: it contains '..'; ids look like cat-sketch-3f2a (see 'unzip list')\n"),
-        ("/etc", "error: '/etc' is not a valid entry id: it contains a path separator; ids look like cat-sketch-3f2a (see 'unzip list')\n"),
-        ("a\x1bb", "error: 'a\\x1bb' is not a valid entry id: it contains a control character; ids look like cat-sketch-3f2a (see 'unzip list')\n"),
-        ("x" * 70, f"error: '{'x' * 70}' is not a valid entry id: it is longer than 64 characters; ids look like cat-sketch-3f2a (see 'unzip list')\n"),
+        (
+            "../../etc/passwd",
+            "error: '../../etc/passwd' is not a valid entry id: it contains a path separator; ids look like cat-sketch-3f2a (see 'unzip list')\n",
+        ),
+        (
+            "..",
+            "error: '..' is not a valid entry id: it contains '..'; ids look like cat-sketch-3f2a (see 'unzip list')\n",
+        ),
+        (
+            "/etc",
+            "error: '/etc' is not a valid entry id: it contains a path separator; ids look like cat-sketch-3f2a (see 'unzip list')\n",
+        ),
+        (
+            "a\x1bb",
+            "error: 'a\\x1bb' is not a valid entry id: it contains a control character; ids look like cat-sketch-3f2a (see 'unzip list')\n",
+        ),
+        (
+            "x" * 70,
+            f"error: '{'x' * 70}' is not a valid entry id: it is longer than 64 characters; ids look like cat-sketch-3f2a (see 'unzip list')\n",
+        ),
     ],
 )
 def test_show_errors_are_one_line(cli, three: list[str], arg: str, line: str) -> None:
@@ -247,7 +315,18 @@ def test_rm_dry_run_changes_nothing(cli, reg: Registry, three: list[str]) -> Non
     assert result.stderr == f"Dry run: would remove 2 entries ({human_bytes(total)}); nothing changed.\n"
     assert {e.id for e in reg.list()} == set(three)
     data = json.loads(cli("rm", "cat-s", "--dry-run", "--json").stdout)
-    assert data == {"dry_run": True, "removed": [{"id": "cat-sketch-3f2a", "name": "cat-sketch", "path": str(reg.entries_dir / "cat-sketch-3f2a"), "bytes": before["cat-sketch-3f2a"]}], "bytes_freed": before["cat-sketch-3f2a"]}
+    assert data == {
+        "dry_run": True,
+        "removed": [
+            {
+                "id": "cat-sketch-3f2a",
+                "name": "cat-sketch",
+                "path": str(reg.entries_dir / "cat-sketch-3f2a"),
+                "bytes": before["cat-sketch-3f2a"],
+            }
+        ],
+        "bytes_freed": before["cat-sketch-3f2a"],
+    }
 
 
 def test_rm_without_tty_or_yes_refuses(cli, reg: Registry, three: list[str]) -> None:
@@ -281,7 +360,9 @@ def test_rm_json_quiet_and_errors(cli, reg: Registry, three: list[str]) -> None:
     quiet = cli("rm", "car", "-y", "-q")
     assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
     data = json.loads(cli("rm", "cat-ink-1b2c", "--yes", "--json").stdout)
-    assert data["dry_run"] is False and [r["id"] for r in data["removed"]] == ["cat-ink-1b2c"] and data["bytes_freed"] > 0
+    assert (
+        data["dry_run"] is False and [r["id"] for r in data["removed"]] == ["cat-ink-1b2c"] and data["bytes_freed"] > 0
+    )
     bad = cli("rm", "cat-sketch-3f2a", "nope", "--yes")
     assert bad.exit_code == 1 and bad.stderr == "error: no entry matches 'nope' (see 'unzip list')\n"
     assert _ids(cli("list", "-q").stdout) == ["cat-sketch-3f2a"]  # one bad id: nothing removed
@@ -307,7 +388,11 @@ def test_rm_damaged_entry(cli, reg: Registry, three: list[str]) -> None:
 
 @pytest.mark.parametrize(
     ("command", "example"),
-    [("list", "unzip list --filter cat --json"), ("show", "unzip show cat --verify"), ("rm", "unzip rm $(unzip list -q --filter cat) --yes")],
+    [
+        ("list", "unzip list --filter cat --json"),
+        ("show", "unzip show cat --verify"),
+        ("rm", "unzip rm $(unzip list -q --filter cat) --yes"),
+    ],
 )
 def test_help_ends_with_examples(cli, command: str, example: str) -> None:
     out = cli(command, "--help").stdout
@@ -317,7 +402,9 @@ def test_help_ends_with_examples(cli, command: str, example: str) -> None:
 def test_doctor_reports_damaged_entries(cli, reg: Registry, three: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from unziplora import diagnostics
 
-    monkeypatch.setattr(diagnostics, "device_check", lambda s: diagnostics.Check("device", "ok", "cpu"))  # no torch import
+    monkeypatch.setattr(
+        diagnostics, "device_check", lambda s: diagnostics.Check("device", "ok", "cpu")
+    )  # no torch import
     monkeypatch.setattr(diagnostics, "base_check", lambda s: diagnostics.Check("base model", "ok", "tiny"))
     ok = json.loads(cli("doctor", "--json").stdout)
     assert {"name": "entries", "status": "ok", "detail": "3 entries, none damaged"} in ok["checks"]
@@ -341,6 +428,8 @@ def test_registry_commands_import_no_heavy_module(reg: Registry, three: list[str
         "import unziplora.registry\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), check=False
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"

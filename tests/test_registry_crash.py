@@ -40,7 +40,9 @@ def _spawn(args: list[str], pause: str | None) -> subprocess.Popen[str]:
     env.pop("UNZIPLORA_TEST_PAUSE", None)
     if pause:
         env["UNZIPLORA_TEST_PAUSE"] = pause
-    return subprocess.Popen([sys.executable, "-c", WRITER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _kill_at(proc: subprocess.Popen[str], point: str, timeout: float = 30.0) -> None:
@@ -78,9 +80,16 @@ def reg(isolated_env: Path) -> Registry:
     return registry
 
 
-@pytest.mark.parametrize(("point", "appears"), [
-    ("staged", False), ("after-payload", False), ("before-commit", False), ("commit-locked", False), ("after-commit", True),
-])
+@pytest.mark.parametrize(
+    ("point", "appears"),
+    [
+        ("staged", False),
+        ("after-payload", False),
+        ("before-commit", False),
+        ("commit-locked", False),
+        ("after-commit", True),
+    ],
+)
 def test_create_killed_leaves_before_or_after(cli, reg: Registry, point: str, appears: bool) -> None:
     before = _listed(cli)
     _kill_at(_spawn(["create", "victim"], point), point)
@@ -131,19 +140,27 @@ def test_readers_during_writes_and_removals_never_see_damage(reg: Registry, tmp_
     """A reader racing writers and removers sees each entry whole or not at all (never 'missing' payloads)."""
     stop = tmp_path / "stop"
     reader = subprocess.Popen(
-        [sys.executable, "-c", (
-            "import pathlib, sys\n"
-            "from unziplora.registry import Registry\n"
-            "reg = Registry.from_settings()\n"
-            "stop, rounds = pathlib.Path(sys.argv[1]), 0\n"
-            "print('ready', flush=True)\n"
-            "while not stop.exists():\n"
-            "    bad = [(e.id, e.damaged) for e in reg.list() if e.damaged]\n"
-            "    assert not bad, bad\n"
-            "    rounds += 1\n"
-            "print(rounds)\n"
-        ), str(stop)],
-        env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            (
+                "import pathlib, sys\n"
+                "from unziplora.registry import Registry\n"
+                "reg = Registry.from_settings()\n"
+                "stop, rounds = pathlib.Path(sys.argv[1]), 0\n"
+                "print('ready', flush=True)\n"
+                "while not stop.exists():\n"
+                "    bad = [(e.id, e.damaged) for e in reg.list() if e.damaged]\n"
+                "    assert not bad, bad\n"
+                "    rounds += 1\n"
+                "print(rounds)\n"
+            ),
+            str(stop),
+        ],
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert reader.stdout is not None and reader.stdout.readline() == "ready\n"
     deadline = time.monotonic() + 1.5

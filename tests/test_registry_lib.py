@@ -94,14 +94,27 @@ def test_create_writes_a_complete_record(reg: Registry) -> None:
     assert raw["schema_version"] == SCHEMA_VERSION and raw["id"] == entry.id and raw["tool_version"] == __version__
     assert raw["name"] == "cat-pencil-sketch" and raw["kind"] == "trained" and raw["imported"] is False
     assert raw["created"].endswith("+00:00") and entry.created is not None
-    for key in ("subject", "style", "prompts", "rare_token", "sources", "base", "settings", "figures", "provenance", "files"):
+    for key in (
+        "subject",
+        "style",
+        "prompts",
+        "rare_token",
+        "sources",
+        "base",
+        "settings",
+        "figures",
+        "provenance",
+        "files",
+    ):
         assert key in raw
     assert sorted(raw["files"]) == sorted(PAYLOADS)
     for name, info in raw["files"].items():
         data = (entry.path / name).read_bytes()
         assert info == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     assert entry.file("content.safetensors") == entry.path / "content.safetensors"
-    assert entry.size_bytes == sum(i["bytes"] for i in raw["files"].values()) + (entry.path / "entry.json").stat().st_size
+    assert (
+        entry.size_bytes == sum(i["bytes"] for i in raw["files"].values()) + (entry.path / "entry.json").stat().st_size
+    )
     assert entry.verify() == []
     assert not list(reg.tmp_dir.iterdir())
 
@@ -211,7 +224,9 @@ def test_resolve_exact_prefix_and_name(reg: Registry, monkeypatch: pytest.Monkey
     assert reg.resolve("whiskers") == "cat-sketch-3f2a"
     with pytest.raises(AmbiguousEntryError) as info:
         reg.resolve("ca")
-    assert str(info.value) == "'ca' matches 3 entries: car-pop-9e0f, cat-ink-1b2c, cat-sketch-3f2a; give more characters"
+    assert (
+        str(info.value) == "'ca' matches 3 entries: car-pop-9e0f, cat-ink-1b2c, cat-sketch-3f2a; give more characters"
+    )
     with pytest.raises(EntryNotFoundError) as info:
         reg.resolve("cat-skecth")
     assert str(info.value) == "no entry matches 'cat-skecth'; did you mean cat-sketch-3f2a? (see 'unzip list')"
@@ -286,7 +301,9 @@ def test_damaged_entries_are_flagged_and_never_break_listing(reg: Registry, kind
     assert [e.id for e in reg.list()] == [good.id]
 
 
-def test_unchanged_payloads_are_not_rehashed_but_edited_ones_are(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unchanged_payloads_are_not_rehashed_but_edited_ones_are(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
     entry = make_entry(reg)
     calls: list[Path] = []
     from unziplora.registry import entry as entry_mod
@@ -343,6 +360,14 @@ def test_remove_with_one_unknown_id_removes_nothing(reg: Registry) -> None:
 
 
 def test_record_helper_matches_schema() -> None:
-    out = schema.complete(record_for("cat", "ink"), entry_id="cat-ink-0000", name="n", created="2026-01-01T00:00:00+00:00",
-                          tool_version="0", files={}, subject="cat", style="ink")
+    out = schema.complete(
+        record_for("cat", "ink"),
+        entry_id="cat-ink-0000",
+        name="n",
+        created="2026-01-01T00:00:00+00:00",
+        tool_version="0",
+        files={},
+        subject="cat",
+        style="ink",
+    )
     assert schema.problem(out) is None

@@ -27,7 +27,9 @@ def outside(tmp_path: Path) -> Path:
 
 
 def _intact(folder: Path) -> bool:
-    return (folder / "canary.txt").read_text() == "keep me" and (folder / "sub" / "canary2.txt").read_text() == "keep me too"
+    return (folder / "canary.txt").read_text() == "keep me" and (
+        folder / "sub" / "canary2.txt"
+    ).read_text() == "keep me too"
 
 
 def _reg(isolated_env: Path) -> Registry:
@@ -72,7 +74,10 @@ def test_init_adopts_a_folder_with_other_files(cli, outside: Path) -> None:
 
 def test_init_refuses_the_filesystem_root(cli) -> None:
     result = cli("init", "/")
-    assert result.exit_code == 1 and result.stderr == "error: refusing to make the file-system root / a registry; choose a folder\n"
+    assert (
+        result.exit_code == 1
+        and result.stderr == "error: refusing to make the file-system root / a registry; choose a folder\n"
+    )
     assert not Path("/", MARKER).exists()
 
 
@@ -110,7 +115,9 @@ def test_symlinked_trash_or_tmp_is_never_emptied(cli, isolated_env: Path, outsid
     target.symlink_to(outside, target_is_directory=True)
     entry_id = reg.ids()[0]
     result = cli("rm", entry_id, "--yes")
-    assert result.exit_code == 1 and result.stderr.startswith(f"error: {target} is a symbolic link; the registry never follows links")
+    assert result.exit_code == 1 and result.stderr.startswith(
+        f"error: {target} is a symbolic link; the registry never follows links"
+    )
     assert _intact(outside) and reg.ids() == [entry_id]
     with pytest.raises(OSError, match="symbolic link"):
         make_entry(reg, "dog", "ink")
@@ -210,7 +217,9 @@ def test_unusable_registry_path_is_one_line(cli, tmp_path: Path, where: str) -> 
     path = {"file": afile, "under-file": afile / "reg", "long-name": tmp_path / ("x" * 300)}[where]
     for args in (("list",), ("rm", "x", "--yes")):
         result = cli(*args, "--registry", str(path))
-        assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: "), result.output
+        assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: "), (
+            result.output
+        )
     assert afile.read_text() == "x"
 
 
@@ -218,7 +227,10 @@ def test_control_characters_are_shown_visibly(cli, isolated_env: Path) -> None:
     reg = Registry(isolated_env)
     evil = "\x1b[2J\x1b]0;pwned\x07"
     entry = make_entry(
-        reg, f"cat{evil}", "ink\x9b", sources=[{"name": f"img{evil}.png", "sha256": "ab" * 32, "bytes": 1}],
+        reg,
+        f"cat{evil}",
+        "ink\x9b",
+        sources=[{"name": f"img{evil}.png", "sha256": "ab" * 32, "bytes": 1}],
         provenance={"header": f"ss_output_name {evil}"},
     )
     raw = json.loads((entry.path / "entry.json").read_text())

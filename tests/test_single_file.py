@@ -16,9 +16,15 @@ from unziplora.single_file import check_sdxl_file, family, header_keys
 
 # A few keys typical of each family (shapes are irrelevant: only the header is read).
 FAMILY_KEYS = {
-    "SD 1.5": ["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight", "model.diffusion_model.input_blocks.0.0.weight"],
+    "SD 1.5": [
+        "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+        "model.diffusion_model.input_blocks.0.0.weight",
+    ],
     "SD 2.x": ["cond_stage_model.model.token_embedding.weight", "model.diffusion_model.input_blocks.0.0.weight"],
-    "SD3": ["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "text_encoders.clip_l.transformer.text_model.final_layer_norm.weight"],
+    "SD3": [
+        "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight",
+        "text_encoders.clip_l.transformer.text_model.final_layer_norm.weight",
+    ],
     "Flux": ["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"],
     "SDXL": ["conditioner.embedders.1.model.token_embedding.weight", "model.diffusion_model.label_emb.0.0.weight"],
 }
@@ -74,7 +80,20 @@ def test_cli_refuses_sd15_file_with_one_line(cli, tmp_path: Path, monkeypatch: p
     path = _fake_safetensors(tmp_path / "sd15.safetensors", FAMILY_KEYS["SD 1.5"])
     image = tmp_path / "cat.png"
     Image.new("RGB", (64, 64), (200, 100, 50)).save(image)
-    result = cli("train", str(image), "--base", str(path), "--device", "cpu", "--steps", "1", "--subject", "cat", "--style", "sketch")
+    result = cli(
+        "train",
+        str(image),
+        "--base",
+        str(path),
+        "--device",
+        "cpu",
+        "--steps",
+        "1",
+        "--subject",
+        "cat",
+        "--style",
+        "sketch",
+    )
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == (
@@ -114,9 +133,13 @@ def test_shipped_sdxl_vae_text_encoder_and_scheduler_configs() -> None:
     with torch.device("meta"):
         vae = AutoencoderKL.from_config(json.loads((root / "vae" / "config.json").read_text()))
         te1 = CLIPTextModel(CLIPTextConfig.from_dict(json.loads((root / "text_encoder" / "config.json").read_text())))
-        te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_dict(json.loads((root / "text_encoder_2" / "config.json").read_text())))
+        te2 = CLIPTextModelWithProjection(
+            CLIPTextConfig.from_dict(json.loads((root / "text_encoder_2" / "config.json").read_text()))
+        )
     assert count(vae) == 83_653_863
     assert count(te1) == 123_060_480
     assert count(te2) == 694_659_840
-    scheduler = EulerDiscreteScheduler.from_config(json.loads((root / "scheduler" / "scheduler_config.json").read_text()))
+    scheduler = EulerDiscreteScheduler.from_config(
+        json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    )
     assert scheduler.config.timestep_spacing == "leading"

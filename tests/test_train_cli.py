@@ -41,14 +41,23 @@ def test_train_makes_a_loadable_entry_with_the_block_pattern(cli, isolated_env: 
     from unziplora.method import block_class
 
     image = make_image(tmp_path / "cat.png")
-    result = cli("train", str(image), "--subject", "cat", "--style", "sketch", "--steps", "8", "--sample-times", "1", *TINY)
+    result = cli(
+        "train", str(image), "--subject", "cat", "--style", "sketch", "--steps", "8", "--sample-times", "1", *TINY
+    )
     assert result.exit_code == 0, result.stderr
     entry_id = result.stdout.strip()
     assert entry_id.startswith("cat-sketch-") and "\n" not in entry_id
     assert "tiny-sdxl is a toy base" in result.stderr
     folder = entry_dir(isolated_env, entry_id)
     names = {p.name for p in folder.iterdir()}
-    assert {"entry.json", "content.safetensors", "style.safetensors", "masks.safetensors", "source.png", "preview.png"} <= names
+    assert {
+        "entry.json",
+        "content.safetensors",
+        "style.safetensors",
+        "masks.safetensors",
+        "source.png",
+        "preview.png",
+    } <= names
     record = json.loads((folder / "entry.json").read_text())
     assert record["prompts"] == {
         "combined": "A monadikos cat in sketch style",
@@ -79,14 +88,29 @@ def test_train_makes_a_loadable_entry_with_the_block_pattern(cli, isolated_env: 
         pipe = load_pipeline(parse_base("tiny-sdxl"))
         before = {n: p.clone() for n, p in pipe.unet.state_dict().items()}
         pipe.load_lora_weights(str(folder), weight_name=f"{part}.safetensors", adapter_name=part)
-        injected = [n for n, m in pipe.unet.named_modules() if hasattr(m, "lora_A") and part in getattr(m, "lora_A", {})]
+        injected = [
+            n for n, m in pipe.unet.named_modules() if hasattr(m, "lora_A") and part in getattr(m, "lora_A", {})
+        ]
         assert len(injected) == 176
         assert all(torch.equal(before[n], p) for n, p in pipe.unet.state_dict().items() if n in before)
 
 
 def test_same_seed_same_result_and_seed_changes_it(cli, isolated_env: Path, tmp_path: Path) -> None:
     image = make_image(tmp_path / "fox.png", seed=3)
-    args = ["train", str(image), "--subject", "fox", "--style", "chalk art", "--steps", "4", "--save-precision", "fp32", *TINY, "-q"]
+    args = [
+        "train",
+        str(image),
+        "--subject",
+        "fox",
+        "--style",
+        "chalk art",
+        "--steps",
+        "4",
+        "--save-precision",
+        "fp32",
+        *TINY,
+        "-q",
+    ]
     first = cli(*args).stdout.strip()
     second = cli(*args).stdout.strip()
     other = cli(*args, "--seed", "7").stdout.strip()
@@ -99,12 +123,31 @@ def test_interrupted_then_resumed_equals_uninterrupted(cli, isolated_env: Path, 
     import torch
 
     image = make_image(tmp_path / "owl.png", seed=5)
-    args = ["train", str(image), "--subject", "owl", "--style", "ink", "--steps", "30", "--sample-times", "3",
-            "--save-precision", "fp32", *TINY, "-q"]
+    args = [
+        "train",
+        str(image),
+        "--subject",
+        "owl",
+        "--style",
+        "ink",
+        "--steps",
+        "30",
+        "--sample-times",
+        "3",
+        "--save-precision",
+        "fp32",
+        *TINY,
+        "-q",
+    ]
     reference = cli(*args).stdout.strip()
     env = dict(os.environ, UNZIPLORA_HOME=str(tmp_path / "reg2"))
-    proc = subprocess.Popen([str(VENV_BIN / "unzip"), *args, "--checkpoint-every", "2"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "unzip"), *args, "--checkpoint-every", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 240
     while not list((tmp_path / "reg2" / "runs").glob("*/checkpoint.json")):
         assert proc.poll() is None, proc.communicate()
@@ -128,7 +171,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(cli, isolated_env: Path, 
             assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), (name, key)
 
 
-def test_each_trains_one_entry_per_image_with_one_base_load(cli, isolated_env: Path, tmp_path: Path, monkeypatch) -> None:
+def test_each_trains_one_entry_per_image_with_one_base_load(
+    cli, isolated_env: Path, tmp_path: Path, monkeypatch
+) -> None:
     from unziplora.train import trainer
 
     loads = []
@@ -155,8 +200,24 @@ def test_torchrun_shares_images_across_processes(isolated_env: Path, tmp_path: P
     folder.mkdir()
     for i in range(4):
         make_image(folder / f"img{i}.png", seed=10 + i)
-    cmd = [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(VENV_BIN / "unziplora"),
-           "train", str(folder), "--each", "--subject", "cat", "--style", "sketch", "--steps", "2", *TINY, "-q"]
+    cmd = [
+        str(VENV_BIN / "torchrun"),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(VENV_BIN / "unziplora"),
+        "train",
+        str(folder),
+        "--each",
+        "--subject",
+        "cat",
+        "--style",
+        "sketch",
+        "--steps",
+        "2",
+        *TINY,
+        "-q",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-3000:]
     ids = result.stdout.split()

@@ -59,12 +59,21 @@ def populated(isolated_env: Path) -> Path:
     reg = Registry(isolated_env)
     with reg.new_entry(subject="cat", style="sketch") as staging:
         (staging.dir / "content.safetensors").write_bytes(b"x" * 10)
-        staging.record = {"kind": "trained", "imported": False, "subject": "cat", "style": "sketch",
-                          "prompts": {"combined": "c", "content": "c", "style": "s"}, "base": {"ref": "tiny-sdxl"},
-                          "settings": {}, "figures": {}}
+        staging.record = {
+            "kind": "trained",
+            "imported": False,
+            "subject": "cat",
+            "style": "sketch",
+            "prompts": {"combined": "c", "content": "c", "style": "s"},
+            "base": {"ref": "tiny-sdxl"},
+            "settings": {},
+            "figures": {},
+        }
     run = isolated_env / "runs" / "dog-run-0000"
     (run / "inputs").mkdir(parents=True)
-    (run / "run.json").write_text('{"prompts": {"subject": "dog"}, "config": {"steps": 9}, "sources": [{}], "inputs": ["000.png"]}')
+    (run / "run.json").write_text(
+        '{"prompts": {"subject": "dog"}, "config": {"steps": 9}, "sources": [{}], "inputs": ["000.png"]}'
+    )
     (run / "inputs" / "000.png").write_bytes(_png_bytes((64, 64)))
     (run / "checkpoint.json").write_text('{"folder": "ckpt-0"}')  # resumable: a training does not sweep it
     return isolated_env
@@ -78,7 +87,9 @@ def test_broken_image_is_one_line_and_changes_nothing(cli, populated: Path, tmp_
     good = tmp_path / "good.png"
     good.write_bytes(_png_bytes((64, 64)))
     before = _snapshot(populated)
-    result = cli("train", str(good), str(path), "--subject", "cat", "--style", "sketch", "--base", "tiny-sdxl", "--steps", "2")
+    result = cli(
+        "train", str(good), str(path), "--subject", "cat", "--style", "sketch", "--base", "tiny-sdxl", "--steps", "2"
+    )
     assert result.exit_code == 1
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -90,15 +101,33 @@ def test_broken_image_is_one_line_and_changes_nothing(cli, populated: Path, tmp_
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (["missing.png", "--subject", "cat", "--style", "sketch"], "error: cannot read {tmp}/missing.png: no such file or folder; check the path"),
+        (
+            ["missing.png", "--subject", "cat", "--style", "sketch"],
+            "error: cannot read {tmp}/missing.png: no such file or folder; check the path",
+        ),
         (["good.png"], "error: cannot tell the subject and style of good.png: pass --subject and --style"),
-        (["good.png", "--subject", "cat", "--style", "sketch", "--steps", "0"], "error: --steps must be a positive integer, got 0"),
-        (["good.png", "--subject", "cat", "--style", "sketch", "--resolution", "100"], "error: --resolution must be a multiple of 8"),
-        (["good.png", "--subject", "cat", "--style", "sketch", "--base", "/nope/model"], "error: base model path /nope/model does not exist."),
-        (["good.png", "--subject", "cat", "--style", "sketch", "--device", "cuda"], "error: device 'cuda' was requested but CUDA is not available"),
+        (
+            ["good.png", "--subject", "cat", "--style", "sketch", "--steps", "0"],
+            "error: --steps must be a positive integer, got 0",
+        ),
+        (
+            ["good.png", "--subject", "cat", "--style", "sketch", "--resolution", "100"],
+            "error: --resolution must be a multiple of 8",
+        ),
+        (
+            ["good.png", "--subject", "cat", "--style", "sketch", "--base", "/nope/model"],
+            "error: base model path /nope/model does not exist.",
+        ),
+        (
+            ["good.png", "--subject", "cat", "--style", "sketch", "--device", "cuda"],
+            "error: device 'cuda' was requested but CUDA is not available",
+        ),
         (["--resume", "zzz-run"], "error: no resumable run matches 'zzz-run' (see 'unzip list --runs')."),
         ([], "error: no images given; pass one or more image files or folders"),
-        (["good.png", "--subject", "cat", "--style", "sketch", "--name", "a/b"], "error: 'a/b' is not a valid entry name"),
+        (
+            ["good.png", "--subject", "cat", "--style", "sketch", "--name", "a/b"],
+            "error: 'a/b' is not a valid entry name",
+        ),
     ],
 )
 def test_bad_arguments_are_one_line(cli, populated: Path, tmp_path: Path, args: list[str], line: str) -> None:
@@ -130,8 +159,21 @@ def test_non_finite_loss_stops_with_one_line_and_no_entry(cli, populated: Path, 
     monkeypatch.setattr(loop, "diffusion_loss", lambda *a, **k: real(*a, **k) * torch.tensor(float("nan")))
     (tmp_path / "good.png").write_bytes(_png_bytes((64, 64)))
     before = _snapshot(populated)
-    result = cli("train", str(tmp_path / "good.png"), "--subject", "cat", "--style", "sketch", "--base", "tiny-sdxl",
-                 "--steps", "3", "--resolution", "64", "-q")
+    result = cli(
+        "train",
+        str(tmp_path / "good.png"),
+        "--subject",
+        "cat",
+        "--style",
+        "sketch",
+        "--base",
+        "tiny-sdxl",
+        "--steps",
+        "3",
+        "--resolution",
+        "64",
+        "-q",
+    )
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.splitlines()[-1].startswith("error: the loss became nan at step 1; nothing was saved.")
@@ -153,8 +195,23 @@ def test_failed_training_keeps_a_checkpointed_run_resumable(cli, populated: Path
 
     monkeypatch.setattr(loop, "diffusion_loss", nan_after_four)
     (tmp_path / "good.png").write_bytes(_png_bytes((64, 64)))
-    result = cli("train", str(tmp_path / "good.png"), "--subject", "owl", "--style", "ink", "--base", "tiny-sdxl",
-                 "--steps", "8", "--resolution", "64", "--checkpoint-every", "2", "-q")
+    result = cli(
+        "train",
+        str(tmp_path / "good.png"),
+        "--subject",
+        "owl",
+        "--style",
+        "ink",
+        "--base",
+        "tiny-sdxl",
+        "--steps",
+        "8",
+        "--resolution",
+        "64",
+        "--checkpoint-every",
+        "2",
+        "-q",
+    )
     assert result.exit_code == 1
     assert "error: the loss became nan at step 5" in result.stderr
     runs = cli("list", "--runs", "-q").stdout.split()

@@ -17,8 +17,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-TRAIN = ["--subject", "owl", "--style", "ink", "--steps", "2", "--base", "tiny-sdxl", "--resolution", "64",
-         "--preview-steps", "1", "--sample-times", "1"]
+TRAIN = [
+    "--subject",
+    "owl",
+    "--style",
+    "ink",
+    "--steps",
+    "2",
+    "--base",
+    "tiny-sdxl",
+    "--resolution",
+    "64",
+    "--preview-steps",
+    "1",
+    "--sample-times",
+    "1",
+]
 RESUME = "resume with: unzip train --resume "
 
 
@@ -69,7 +83,9 @@ def test_ctrl_c_during_the_last_step_skips_the_preview_not_the_entry(cli, isolat
 
 
 @pytest.mark.parametrize("point", ["trained", "saving"])
-def test_ctrl_c_after_the_last_step_leaves_a_run_that_resumes_to_preview_and_save(cli, isolated_env, image, monkeypatch, point) -> None:
+def test_ctrl_c_after_the_last_step_leaves_a_run_that_resumes_to_preview_and_save(
+    cli, isolated_env, image, monkeypatch, point
+) -> None:
     monkeypatch.setenv("UNZIPLORA_TEST_TRAIN_HOOK", point)
     result = cli("train", str(image), *TRAIN, "-q")
     assert result.exit_code == 130, result.stderr
@@ -138,12 +154,17 @@ def test_dead_runs_are_swept_by_the_next_training_unless_resumable(cli, isolated
     keep = _leave_run(cli, image, monkeypatch, "trained")
     runs = isolated_env / "runs"
     (runs / "owl-ink-run-dead").mkdir()  # killed before any checkpoint
-    (runs / "owl-ink-run-dead" / "run.json").write_text('{"prompts": {}, "config": {"steps": 9}, "sources": [], "inputs": []}')
+    (runs / "owl-ink-run-dead" / "run.json").write_text(
+        '{"prompts": {}, "config": {"steps": 9}, "sources": [], "inputs": []}'
+    )
     (runs / "owl-ink-run-bare").mkdir()  # killed before its inputs were recorded
 
     result = cli("train", "--resume", "owl-ink-run-bare")  # no run.json: not even listed
     assert result.exit_code == 1
-    assert result.stderr.strip().splitlines()[-1] == "error: no resumable run matches 'owl-ink-run-bare' (see 'unzip list --runs')."
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "error: no resumable run matches 'owl-ink-run-bare' (see 'unzip list --runs')."
+    )
     dead = cli("train", "--resume", "owl-ink-run-dead")
     assert dead.exit_code == 1
     assert dead.stderr.strip().splitlines()[-1] == (
@@ -165,7 +186,10 @@ def test_out_of_range_seed_is_refused_before_start_up(cli, image, monkeypatch) -
     for seed in (str(2**64), "-1"):
         result = cli("train", str(image), *TRAIN, "--seed", seed)
         assert result.exit_code == 1, result.stderr
-        assert result.stderr.strip().splitlines()[-1] == f"error: --seed must be an integer from 0 to {2**32 - 1}, got {seed}"
+        assert (
+            result.stderr.strip().splitlines()[-1]
+            == f"error: --seed must be an integer from 0 to {2**32 - 1}, got {seed}"
+        )
 
 
 def test_a_prompt_over_77_tokens_is_warned_and_recorded_as_used(cli, isolated_env, image) -> None:
@@ -175,7 +199,10 @@ def test_a_prompt_over_77_tokens_is_warned_and_recorded_as_used(cli, isolated_en
     long_prompt = "A monadikos owl " + " ".join(f"word{i}" for i in range(80)) + " in ink style"
     result = cli("train", str(image), *TRAIN, "--prompt", long_prompt, "-q")
     assert result.exit_code == 0, result.stderr
-    assert "warning: the combined prompt is longer than 77 CLIP tokens; training uses (and records) only its start: " in result.stderr
+    assert (
+        "warning: the combined prompt is longer than 77 CLIP tokens; training uses (and records) only its start: "
+        in result.stderr
+    )
     (entry,) = entries(isolated_env)
     used = json.loads((entry / "entry.json").read_text())["prompts"]["combined"]
     assert long_prompt.startswith(used) and len(used) < len(long_prompt)

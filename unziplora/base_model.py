@@ -45,7 +45,9 @@ def parse_base(value: str) -> BaseSpec:
     """Classify a ``--base`` string; refuse what cannot be a base with a clear line."""
     text = (value or "").strip()
     if not text:
-        raise BaseModelError("no base model given; pass --base with a Hugging Face id, a folder, a .safetensors file or tiny-sdxl.")
+        raise BaseModelError(
+            "no base model given; pass --base with a Hugging Face id, a folder, a .safetensors file or tiny-sdxl."
+        )
     if text == TINY_SDXL:
         return BaseSpec("tiny", TINY_SDXL)
     path = Path(text).expanduser()
@@ -62,7 +64,11 @@ def parse_base(value: str) -> BaseSpec:
                 f"base model file {path} is not a .safetensors checkpoint; only safetensors weights are loaded."
             )
         return BaseSpec("file", str(path.resolve()))
-    if text.startswith((".", "/", "~")) or text.endswith(".safetensors") or os.sep in text.strip("/").replace("/", "", 1):
+    if (
+        text.startswith((".", "/", "~"))
+        or text.endswith(".safetensors")
+        or os.sep in text.strip("/").replace("/", "", 1)
+    ):
         raise BaseModelError(f"base model path {text} does not exist.")
     if _REPO_ID.match(text):
         return BaseSpec("hub", text)
@@ -196,5 +202,11 @@ def _load_from_hub(cls: Any, repo_id: str, kwargs: dict[str, Any]) -> Any:
 def _check_sdxl(pipe: Any, spec: BaseSpec) -> None:
     unet = getattr(pipe, "unet", None)
     config = getattr(unet, "config", None)
-    if config is None or getattr(config, "addition_embed_type", None) != "text_time" or getattr(pipe, "text_encoder_2", None) is None:
-        raise BaseModelError(f"base model {spec.ref} is not an SDXL model (UnZipLoRA needs SDXL's UNet and two text encoders).")
+    if (
+        config is None
+        or getattr(config, "addition_embed_type", None) != "text_time"
+        or getattr(pipe, "text_encoder_2", None) is None
+    ):
+        raise BaseModelError(
+            f"base model {spec.ref} is not an SDXL model (UnZipLoRA needs SDXL's UNet and two text encoders)."
+        )

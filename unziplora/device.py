@@ -59,7 +59,9 @@ def resolve_device(request: str = "auto") -> str:
         return "cpu"
     if request.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError(f"device '{request}' was requested but CUDA is not available here; use --device cpu or auto.")
+            raise DeviceError(
+                f"device '{request}' was requested but CUDA is not available here; use --device cpu or auto."
+            )
         if ":" in request:
             index_text = request.split(":", 1)[1]
             if not index_text.isdigit():
@@ -71,7 +73,9 @@ def resolve_device(request: str = "auto") -> str:
         return request
     if request == "mps":
         if not _mps_available(torch):
-            raise DeviceError("device 'mps' was requested but Apple MPS is not available here; use --device cpu or auto.")
+            raise DeviceError(
+                "device 'mps' was requested but Apple MPS is not available here; use --device cpu or auto."
+            )
         return "mps"
     raise DeviceError(f"unknown device '{request}': use auto, cpu, cuda, cuda:N or mps.")
 

@@ -20,7 +20,19 @@ from unziplora import __version__
 from unziplora.errors import UnZipLoRAError
 from unziplora.settings import Settings
 
-REQUIRED_PACKAGES = ("torch", "diffusers", "transformers", "peft", "accelerate", "safetensors", "typer", "rich", "platformdirs", "pillow", "numpy")
+REQUIRED_PACKAGES = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "peft",
+    "accelerate",
+    "safetensors",
+    "typer",
+    "rich",
+    "platformdirs",
+    "pillow",
+    "numpy",
+)
 OPTIONAL_PACKAGES = ("bitsandbytes",)
 
 
@@ -38,7 +50,10 @@ EXTRA_CHECKS: list[Callable[[Settings], list[Check]]] = []
 
 
 def package_checks() -> list[Check]:
-    checks = [Check("python", "ok", f"{platform.python_version()} ({sys.executable})"), Check("unziplora", "ok", __version__)]
+    checks = [
+        Check("python", "ok", f"{platform.python_version()} ({sys.executable})"),
+        Check("unziplora", "ok", __version__),
+    ]
     for name in REQUIRED_PACKAGES:
         try:
             checks.append(Check(name, "ok", metadata.version(name)))
@@ -48,7 +63,9 @@ def package_checks() -> list[Check]:
         try:
             checks.append(Check(name, "ok", metadata.version(name)))
         except metadata.PackageNotFoundError:
-            checks.append(Check(name, "ok", "not installed (optional: pip install 'unziplora[8bit]' for --optimizer adamw8bit)"))
+            checks.append(
+                Check(name, "ok", "not installed (optional: pip install 'unziplora[8bit]' for --optimizer adamw8bit)")
+            )
     return checks
 
 
@@ -62,8 +79,10 @@ def device_check(settings: Settings) -> Check:
         return Check("device", "fail", str(exc))
     except ImportError as exc:
         return Check("device", "fail", f"torch cannot be imported: {exc}")
-    precision = placement.precision if sampling.precision == placement.precision else (
-        f"{placement.precision} for training, {sampling.precision} for generation"
+    precision = (
+        placement.precision
+        if sampling.precision == placement.precision
+        else (f"{placement.precision} for training, {sampling.precision} for generation")
     )
     return Check("device", "ok", f"{placement.device}, {precision} (requested {settings.device}/{settings.precision})")
 
@@ -76,7 +95,9 @@ def registry_check(registry: Path) -> Check:
         with tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".unziplora-probe-"):
             pass
     except OSError as exc:
-        return Check("registry", "fail", f"{registry} is not writable ({exc.strerror}); pass --registry or set UNZIPLORA_HOME")
+        return Check(
+            "registry", "fail", f"{registry} is not writable ({exc.strerror}); pass --registry or set UNZIPLORA_HOME"
+        )
     state = "exists" if registry.exists() else "will be created"
     return Check("registry", "ok", f"{registry} (writable, {state})")
 
@@ -100,8 +121,10 @@ def eval_model_checks() -> list[Check]:
     checks = []
     for name, ref in (("eval CLIP", DEFAULT_CLIP), ("eval DINOv2", DEFAULT_DINO)):
         snap = _hub_snapshot(ref)
-        detail = f"{ref}: cached at {snap}" if snap is not None else (
-            f"{ref}: not in the Hugging Face cache (optional, only unzip eval needs it: `hf download {ref}`)"
+        detail = (
+            f"{ref}: cached at {snap}"
+            if snap is not None
+            else (f"{ref}: not in the Hugging Face cache (optional, only unzip eval needs it: `hf download {ref}`)")
         )
         checks.append(Check(name, "ok", detail))
     return checks

@@ -134,7 +134,9 @@ def _read_bytes(path: Path) -> bytes:
             if stat.S_ISDIR(st.st_mode):
                 raise IsADirectoryError
             if not stat.S_ISREG(st.st_mode):
-                raise InputImageError(f"cannot read {path}: not a regular file (a pipe or a device?); pass an image file")
+                raise InputImageError(
+                    f"cannot read {path}: not a regular file (a pipe or a device?); pass an image file"
+                )
             if st.st_size > MAX_FILE_BYTES:
                 raise InputImageError(
                     f"cannot read {path}: {st.st_size >> 20} MiB is over the {MAX_FILE_BYTES >> 20} MiB limit for an input image"
@@ -196,7 +198,9 @@ def _decode(path: Path, data: bytes, max_pixels: int) -> Image.Image:
             ) from None
         raise InputImageError(f"cannot use {path}: not an image, or a format we do not read; {_FORMAT_HINT}") from None
     except MemoryError:
-        raise InputImageError(f"cannot use {path}: not enough memory to decode it; downscale it and try again") from None
+        raise InputImageError(
+            f"cannot use {path}: not enough memory to decode it; downscale it and try again"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - broken files make PIL raise OSError, SyntaxError, ValueError, EOFError, ...
         raise InputImageError(
             f"cannot use {path}: the image is truncated or damaged ({_one_line(exc)}); re-export or re-download it"
@@ -218,9 +222,7 @@ def _to_rgb(path: Path, img: Image.Image) -> Image.Image:
     mode = img.mode
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
-            mode in ("RGB", "L", "P", "1") and img.has_transparency_data
-        ):
+        if mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode in ("RGB", "L", "P", "1") and img.has_transparency_data):
             return _over_white(img)
         if mode in ("RGB", "RGBX", "L", "1", "P", "CMYK", "YCbCr"):
             return img.convert("RGB")

@@ -256,7 +256,9 @@ def build_generation_prompts(
     style = _clean_style(style_words) if style_words is not None else None
     if content_subject is not None:
         if subject is not None:
-            raise PromptError("pass either a content entry or a new --subject, not both: the content entry is the subject")
+            raise PromptError(
+                "pass either a content entry or a new --subject, not both: the content entry is the subject"
+            )
         words = _clean_subject(content_subject, token, "the content entry has no subject words to prompt with")
         content = _compose(words, context, None, token)
         combined = _compose(words, context, style, token) if style else content
@@ -295,7 +297,9 @@ def fit_prompt(text: str, tokenizer: Any) -> str:
     return " ".join(words[:low])
 
 
-def fit_prompts(prompts: PromptSet, tokenizer: Any, *, use: str = "training uses (and records)") -> tuple[PromptSet, list[str]]:
+def fit_prompts(
+    prompts: PromptSet, tokenizer: Any, *, use: str = "training uses (and records)"
+) -> tuple[PromptSet, list[str]]:
     """The prompts as the text encoders will see them, and one warning per prompt that was cut.
 
     ``use`` says who uses the cut text, in the warning ("training uses (and records)").

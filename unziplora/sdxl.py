@@ -59,7 +59,9 @@ class LatentPosterior:
         if isinstance(index, int):
             index = torch.tensor([index])
         mean, std = self.mean[index], self.std[index]
-        noise = torch.randn(mean.shape, generator=generator, device=generator.device if generator else mean.device, dtype=mean.dtype)
+        noise = torch.randn(
+            mean.shape, generator=generator, device=generator.device if generator else mean.device, dtype=mean.dtype
+        )
         return mean + std * noise.to(mean.device)
 
 

@@ -202,7 +202,10 @@ def load_settings(
     prec = pick("precision", precision, ENV_PRECISION, data.get("precision"), "auto")
     reg = pick("registry", registry, ENV_HOME, data.get("registry"), None)
     reg_path = Path(reg).expanduser() if reg is not None else default_registry_dir()
-    train = replace(TrainDefaults(), **{f.name: data.get("train", {}).get(f.name, getattr(TrainDefaults(), f.name)) for f in fields(TrainDefaults)})
+    train = replace(
+        TrainDefaults(),
+        **{f.name: data.get("train", {}).get(f.name, getattr(TrainDefaults(), f.name)) for f in fields(TrainDefaults)},
+    )
     return Settings(
         base_model=str(base),
         device=str(dev),

@@ -62,7 +62,13 @@ def check_sdxl_file(path: str | Path) -> None:
     found = family(header_keys(path))
     if found == "SDXL":
         return
-    what = f"an {found} checkpoint" if found and found.startswith("S") else f"a {found} checkpoint" if found else "of an unknown layout"
+    what = (
+        f"an {found} checkpoint"
+        if found and found.startswith("S")
+        else f"a {found} checkpoint"
+        if found
+        else "of an unknown layout"
+    )
     raise BaseModelError(
         f"base model {path} is {what}, not SDXL; UnZipLoRA needs an SDXL single file (SGM/A1111 layout) or a diffusers SDXL folder."
     )

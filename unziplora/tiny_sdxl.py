@@ -82,9 +82,7 @@ VAE_CONFIG: dict[str, Any] = {
 def _byte_chars() -> list[str]:
     """The 256 printable stand-ins CLIP's byte-level BPE uses for the bytes 0..255."""
     printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     codes = printable[:]
     extra = 0

@@ -131,9 +131,7 @@ class Run:
     debug: bool
 
 
-def run_options(
-    ctx: typer.Context, *, registry: Path | None = None, json: bool = False, quiet: bool = False
-) -> Run:
+def run_options(ctx: typer.Context, *, registry: Path | None = None, json: bool = False, quiet: bool = False) -> Run:
     """Merge per-command ``--registry/--json/-q`` with the global ones (the command's win)."""
     g = global_options(ctx)
     return Run(registry=registry or g.registry, json=json or g.json, quiet=quiet or g.quiet, debug=g.debug)
@@ -142,13 +140,19 @@ def run_options(
 # Shared option declarations, so a flag's name and help cannot drift between commands.
 RegistryOpt = Annotated[
     Path | None,
-    typer.Option("--registry", metavar="DIR", help="Registry directory (default: $UNZIPLORA_HOME, config, or the user data dir)."),
+    typer.Option(
+        "--registry", metavar="DIR", help="Registry directory (default: $UNZIPLORA_HOME, config, or the user data dir)."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Print only the essential output (ids, paths).")]
 BaseOpt = Annotated[
     str | None,
-    typer.Option("--base", metavar="MODEL", help="Base model: Hugging Face id, diffusers folder, .safetensors file, or tiny-sdxl."),
+    typer.Option(
+        "--base",
+        metavar="MODEL",
+        help="Base model: Hugging Face id, diffusers folder, .safetensors file, or tiny-sdxl.",
+    ),
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps.")]
 PrecisionOpt = Annotated[str | None, typer.Option("--precision", metavar="P", help="auto, fp32, fp16 or bf16.")]

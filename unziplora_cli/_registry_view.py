@@ -21,7 +21,15 @@ def data(line: str = "") -> None:
     """One line of output with every control character made visible."""
     _data(visible(line))
 
-_UNITS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400), ("hour", 3600), ("minute", 60))
+
+_UNITS = (
+    ("year", 365 * 86400),
+    ("month", 30 * 86400),
+    ("week", 7 * 86400),
+    ("day", 86400),
+    ("hour", 3600),
+    ("minute", 60),
+)
 
 
 def ago(when: datetime | None, now: datetime | None = None) -> str:
@@ -168,7 +176,9 @@ def show_page(entry: Any, preview: str | None) -> None:
         data("files:")
         width = max(len(n) for n in files)
         for name, info in files.items():
-            data(f"  {name:<{width}}  {human_bytes(int(info.get('bytes', 0))):>10}  sha256 {str(info.get('sha256'))[:16]}")
+            data(
+                f"  {name:<{width}}  {human_bytes(int(info.get('bytes', 0))):>10}  sha256 {str(info.get('sha256'))[:16]}"
+            )
     _kv("size", f"{human_bytes(entry.size_bytes)} on disk")
     if preview:
         _kv("preview", preview)

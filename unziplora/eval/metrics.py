@@ -58,6 +58,7 @@ PER_KIND = {
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise cosine of ``[n, d]`` against ``[n, d]`` or a single ``[d]`` row (fp32)."""
     import torch
+
     a = torch.nn.functional.normalize(a.float(), dim=-1)
     b = torch.nn.functional.normalize(b.float(), dim=-1)
     return (a * b).sum(dim=-1)
@@ -90,7 +91,10 @@ def _mean(values: torch.Tensor) -> float:
 def scores(kinds: Mapping[str, KindEmbeddings], ref: Reference) -> dict[str, float]:
     """Every score of :data:`SCORES`; ``nan`` for a score whose probe kind has no images."""
     import torch
-    empty = KindEmbeddings(torch.zeros(0, ref.clip.shape[-1]), torch.zeros(0, ref.dino.shape[-1]), torch.zeros(0, ref.clip.shape[-1]))
+
+    empty = KindEmbeddings(
+        torch.zeros(0, ref.clip.shape[-1]), torch.zeros(0, ref.dino.shape[-1]), torch.zeros(0, ref.clip.shape[-1])
+    )
     content, style, recon = (kinds.get(k, empty) for k in ("content", "style", "recon"))
     everything = [k for k in kinds.values() if k.clip.shape[0]]
     clip_t = torch.cat([cosine(k.clip, k.prompt_text) for k in everything]) if everything else torch.zeros(0)

@@ -40,11 +40,15 @@ def _load(cls: Any, ref: str, what: str) -> Any:
         return cls.from_pretrained(ref, local_files_only=True)
     except OSError as cached:
         if _offline():
-            raise BaseModelError(f"{what} {ref} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}.") from cached
+            raise BaseModelError(
+                f"{what} {ref} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}."
+            ) from cached
     try:
         return cls.from_pretrained(ref)
     except OSError as exc:
-        raise BaseModelError(f"{what} {ref} is not in the local Hugging Face cache and could not be downloaded; {hint}.") from exc
+        raise BaseModelError(
+            f"{what} {ref} is not in the local Hugging Face cache and could not be downloaded; {hint}."
+        ) from exc
 
 
 @dataclass
@@ -88,11 +92,20 @@ class Embedders:
         import torch
 
         max_length = min(77, int(self.clip.config.text_config.max_position_embeddings))
-        tokens = self.clip_tokenizer(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
+        tokens = self.clip_tokenizer(
+            texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+        )
         with torch.no_grad():
-            return _features(
-                self.clip.get_text_features(input_ids=tokens["input_ids"].to(self.device), attention_mask=tokens["attention_mask"].to(self.device))
-            ).float().cpu()
+            return (
+                _features(
+                    self.clip.get_text_features(
+                        input_ids=tokens["input_ids"].to(self.device),
+                        attention_mask=tokens["attention_mask"].to(self.device),
+                    )
+                )
+                .float()
+                .cpu()
+            )
 
     def dino_images(self, images: list[Any]) -> Any:
         """The CLS token of the last layer (the DINO score of DreamBooth and the paper)."""

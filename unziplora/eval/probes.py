@@ -80,7 +80,9 @@ def _check_template(where: str, template: str) -> None:
 
     for _, name, _, _ in string.Formatter().parse(template):
         if name is not None and name not in FIELDS:
-            raise ConfigError(f"{where}: unknown field {{{name}}} in the prompt; use {', '.join('{' + f + '}' for f in FIELDS)}.")
+            raise ConfigError(
+                f"{where}: unknown field {{{name}}} in the prompt; use {', '.join('{' + f + '}' for f in FIELDS)}."
+            )
 
 
 def read_probes(path: str | Path) -> tuple[list[Probe], int]:

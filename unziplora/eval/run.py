@@ -34,12 +34,20 @@ class Evaluation:
 
 
 def generate_probes(
-    studio: Any, entry: Any, probes: Sequence[Probe], *, seed: int, num: int, options: Any,
+    studio: Any,
+    entry: Any,
+    probes: Sequence[Probe],
+    *,
+    seed: int,
+    num: int,
+    options: Any,
     on_image: Callable[[], None] | None = None,
 ) -> list[ProbeImage]:
     from dataclasses import replace
 
-    prompts = PromptSet.from_dict(entry.record["prompts"] | {"subject": entry.subject or None, "style_words": entry.style or None})
+    prompts = PromptSet.from_dict(
+        entry.record["prompts"] | {"subject": entry.subject or None, "style_words": entry.style or None}
+    )
     out: list[ProbeImage] = []
     for p_index, probe in enumerate(probes):
         text = probe.render(prompts)
@@ -51,7 +59,9 @@ def generate_probes(
             elif probe.kind == "style":
                 made = studio.compose(None, entry, prompt=text, options=opts)
             else:
-                made = studio.compose(entry, entry, prompt=text, content_prompt=prompts.content, style_prompt=prompts.style, options=opts)
+                made = studio.compose(
+                    entry, entry, prompt=text, content_prompt=prompts.content, style_prompt=prompts.style, options=opts
+                )
             out.append(ProbeImage(probe.kind, text, s, made[0].image))
             if on_image is not None:
                 on_image()
@@ -69,8 +79,10 @@ def score_images(embedders: Any, entry: Any, images: Sequence[ProbeImage]) -> di
     subject = entry.subject or ""
     texts = embedders.clip_texts([f"in {style_words} style", f"a {subject}"])
     ref = Reference(
-        clip=embedders.clip_images([source])[0], dino=embedders.dino_images([source])[0],
-        style_text=texts[0], subject_text=texts[1],
+        clip=embedders.clip_images([source])[0],
+        dino=embedders.dino_images([source])[0],
+        style_text=texts[0],
+        subject_text=texts[1],
     )
     kinds: dict[str, KindEmbeddings] = {}
     for kind in ("content", "style", "recon", "combined"):
@@ -79,7 +91,8 @@ def score_images(embedders: Any, entry: Any, images: Sequence[ProbeImage]) -> di
             continue
         pics = [im.image for im in group]
         kinds[kind] = KindEmbeddings(
-            clip=embedders.clip_images(pics), dino=embedders.dino_images(pics),
+            clip=embedders.clip_images(pics),
+            dino=embedders.dino_images(pics),
             prompt_text=embedders.clip_texts([im.prompt for im in group]),
         )
         emb = kinds[kind]
@@ -90,7 +103,16 @@ def score_images(embedders: Any, entry: Any, images: Sequence[ProbeImage]) -> di
     return scores(kinds, ref)
 
 
-def evaluate(studio: Any, entry: Any, embedders: Any, probes: Sequence[Probe], *, seed: int, num: int, options: Any,
-             on_image: Callable[[], None] | None = None) -> Evaluation:
+def evaluate(
+    studio: Any,
+    entry: Any,
+    embedders: Any,
+    probes: Sequence[Probe],
+    *,
+    seed: int,
+    num: int,
+    options: Any,
+    on_image: Callable[[], None] | None = None,
+) -> Evaluation:
     images = generate_probes(studio, entry, probes, seed=seed, num=num, options=options, on_image=on_image)
     return Evaluation(entry.id, score_images(embedders, entry, images), images)

@@ -21,9 +21,15 @@ from unziplora.entry_files import EVAL_FILE, EVAL_SHEET, EVALUATION_KEY
 
 SHEET_TILE = 256  # px per probe image on the sheet, whatever size the images were made at
 _SHORT = {
-    "content_dino": "dino", "content_clip_i": "clip-i", "style_leak_into_content": "leak",
-    "style_clip_i": "clip-i", "style_text": "text", "subject_leak_into_style": "leak",
-    "recon_clip_i": "clip-i", "recon_dino": "dino", "clip_t": "clip-t",
+    "content_dino": "dino",
+    "content_clip_i": "clip-i",
+    "style_leak_into_content": "leak",
+    "style_clip_i": "clip-i",
+    "style_text": "text",
+    "subject_leak_into_style": "leak",
+    "recon_clip_i": "clip-i",
+    "recon_dino": "dino",
+    "clip_t": "clip-t",
 }
 
 
@@ -46,8 +52,12 @@ def sheet_png(images: Sequence[Any], num: int) -> bytes:
     """The evaluation sheet: one row per probe (``num`` images each), its scores under each image."""
     from unziplora.generate.sheet import grid
 
-    picture = grid([im.image for im in images], columns=num, labels=[label(im.scores) for im in images],
-                   tile=(SHEET_TILE, SHEET_TILE))
+    picture = grid(
+        [im.image for im in images],
+        columns=num,
+        labels=[label(im.scores) for im in images],
+        tile=(SHEET_TILE, SHEET_TILE),
+    )
     out = io.BytesIO()
     picture.save(out, format="PNG")
     return out.getvalue()
@@ -68,10 +78,20 @@ def save_evaluation(registry: Any, evaluation: Any, settings: Mapping[str, Any])
     """
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     num = int(settings.get("num", 1))
-    block = {"scores": plain_scores(evaluation.scores), **settings, "created": created, "file": EVAL_FILE, "sheet": EVAL_SHEET}
+    block = {
+        "scores": plain_scores(evaluation.scores),
+        **settings,
+        "created": created,
+        "file": EVAL_FILE,
+        "sheet": EVAL_SHEET,
+    }
     full = {
-        "id": evaluation.entry_id, **block,
-        "images": [{"kind": im.kind, "prompt": im.prompt, "seed": im.seed, "scores": plain_scores(im.scores)} for im in evaluation.images],
+        "id": evaluation.entry_id,
+        **block,
+        "images": [
+            {"kind": im.kind, "prompt": im.prompt, "seed": im.seed, "scores": plain_scores(im.scores)}
+            for im in evaluation.images
+        ],
     }
     payloads = {
         EVAL_FILE: (json.dumps(full, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8"),

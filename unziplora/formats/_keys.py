@@ -55,7 +55,9 @@ def split_pairs(
                 "expected [r, in] and [out, r]"
             )
         if down.shape[0] == 0 or down.numel() == 0 or up.numel() == 0:
-            raise error(f"LoRA module {module!r} has empty factors of shapes {tuple(down.shape)} and {tuple(up.shape)} (rank 0)")
+            raise error(
+                f"LoRA module {module!r} has empty factors of shapes {tuple(down.shape)} and {tuple(up.shape)} (rank 0)"
+            )
         pairs[module] = (down, up)
     return pairs
 

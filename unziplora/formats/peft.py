@@ -93,7 +93,9 @@ def _scales(config_json: str | None, ranks: Mapping[str, int]) -> dict[str, floa
 
     def number(value: Any, what: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ImportFormatError(f"the file's lora_adapter_metadata has {what} {value!r}; it must be a positive number.")
+            raise ImportFormatError(
+                f"the file's lora_adapter_metadata has {what} {value!r}; it must be a positive number."
+            )
         return float(value)
 
     alpha_pattern = config.get("alpha_pattern") or {}
@@ -109,7 +111,9 @@ def _scales(config_json: str | None, ranks: Mapping[str, int]) -> dict[str, floa
             try:
                 hit = re.fullmatch(rf"(.*\.)?({pattern})", module) or module.endswith(str(pattern))
             except re.error as exc:
-                raise ImportFormatError(f"the file's lora_adapter_metadata alpha_pattern {str(pattern)[:60]!r} is not a valid pattern ({exc}).") from None
+                raise ImportFormatError(
+                    f"the file's lora_adapter_metadata alpha_pattern {str(pattern)[:60]!r} is not a valid pattern ({exc})."
+                ) from None
             if hit:
                 alpha = number(value, f"alpha_pattern value for {str(pattern)[:60]!r}")
                 break

@@ -51,7 +51,14 @@ def _age(when: datetime | None, now: datetime) -> str:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     seconds = (now - when).total_seconds()
-    for unit, size in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+    for unit, size in (
+        ("year", 31536000),
+        ("month", 2592000),
+        ("week", 604800),
+        ("day", 86400),
+        ("hour", 3600),
+        ("minute", 60),
+    ):
         if seconds >= size:
             n = int(seconds // size)
             return f"{n} {unit}{'s' if n != 1 else ''} ago"
@@ -148,13 +155,17 @@ def _swap(new: Path, target: Path) -> None:
     shutil.rmtree(old_aside, ignore_errors=True)
 
 
-def build_gallery(entries: list[Any], out: Path, *, total: int | None = None, images_dir: Path | None = None) -> BuildReport:
+def build_gallery(
+    entries: list[Any], out: Path, *, total: int | None = None, images_dir: Path | None = None
+) -> BuildReport:
     """Write the site for ``entries`` to ``out`` (replacing what is there) and say what was written."""
     out = Path(out).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise RegistryError(f"gallery output {out} is a file, not a folder; pass -o DIR")
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise RegistryError(f"gallery output {out} is a folder that is not a gallery; pick another -o DIR (it would be replaced)")
+        raise RegistryError(
+            f"gallery output {out} is a folder that is not a gallery; pick another -o DIR (it would be replaced)"
+        )
     found = scan(images_dir) if images_dir is not None else []
     out.parent.mkdir(parents=True, exist_ok=True)
     new = out.with_name(f".{out.name}.new-{os.getpid()}")
@@ -191,8 +202,13 @@ def build_gallery(entries: list[Any], out: Path, *, total: int | None = None, im
             rel = f"images/{i:05d}.png"
             stat = path.stat()
             writer.copy(rel, path, f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
-            items.append({"src": rel, "name": str(path.relative_to(images_dir)) if images_dir else path.name, "meta": meta})
-        writer.text("images.html", pages.images_page(items, str(images_dir) if images_dir is not None else None, {e.id for e in entries}))
+            items.append(
+                {"src": rel, "name": str(path.relative_to(images_dir)) if images_dir else path.name, "meta": meta}
+            )
+        writer.text(
+            "images.html",
+            pages.images_page(items, str(images_dir) if images_dir is not None else None, {e.id for e in entries}),
+        )
         (new / MANIFEST).write_text(json.dumps(writer.manifest, indent=0, sort_keys=True), "utf-8")
         _swap(new, out)
     except BaseException:

@@ -139,10 +139,17 @@ def entry_page(entry: Any, images: list[tuple[str, str]], files: list[tuple[str,
             rows.append(f"<tr><th>{esc(key)}</th><td>{esc(value)}</td></tr>")
     body = [f'<section><h2>Fields</h2><table class="fields">{"".join(rows)}</table></section>']
     if images:
-        sheets = "".join(f'<figure><figcaption>{esc(label)}</figcaption><img src="{url("../../" + p)}" alt="{esc(label)}"></figure>' for label, p in images)
+        sheets = "".join(
+            f'<figure><figcaption>{esc(label)}</figcaption><img src="{url("../../" + p)}" alt="{esc(label)}"></figure>'
+            for label, p in images
+        )
         body.append(f'<section class="sheets"><h2>Preview and samples</h2>{sheets}</section>')
-    file_rows = "".join(f"<tr><td>{esc(n)}</td><td>{esc(human_bytes(b))}</td><td><code>{esc(h)}</code></td></tr>" for n, b, h in files)
-    body.append(f"<section><h2>Files</h2><table><tr><th>file</th><th>size</th><th>sha256</th></tr>{file_rows}</table></section>")
+    file_rows = "".join(
+        f"<tr><td>{esc(n)}</td><td>{esc(human_bytes(b))}</td><td><code>{esc(h)}</code></td></tr>" for n, b, h in files
+    )
+    body.append(
+        f"<section><h2>Files</h2><table><tr><th>file</th><th>size</th><th>sha256</th></tr>{file_rows}</table></section>"
+    )
     cmds = "".join(
         f'<div class="cmd"><pre id="cmd{i}">{esc(text)}</pre><button type="button" data-copy="cmd{i}">copy</button></div>'
         for i, (_, text) in enumerate(commands(entry))
@@ -154,7 +161,10 @@ def entry_page(entry: Any, images: list[tuple[str, str]], files: list[tuple[str,
 def images_page(items: list[dict[str, Any]], folder: str | None, known: set[str]) -> str:
     """Generated images: ``items`` have ``src`` (site path), ``name`` and ``meta`` (the PNG record)."""
     if folder is None:
-        return page("generated images", '<p class="empty">No folder given; build with --images DIR to list generated images here.</p>')
+        return page(
+            "generated images",
+            '<p class="empty">No folder given; build with --images DIR to list generated images here.</p>',
+        )
     cards = []
     for item in items:
         meta = item["meta"]
@@ -166,12 +176,20 @@ def images_page(items: list[dict[str, Any]], folder: str | None, known: set[str]
             eid = entries.get(part)
             if eid:
                 label = f"{part}: {eid} (scale {scales.get(part, 1.0)})"
-                links.append(f'<a href="{url(f"e/{eid}/index.html")}">{esc(label)}</a>' if str(eid) in known else esc(label))
+                links.append(
+                    f'<a href="{url(f"e/{eid}/index.html")}">{esc(label)}</a>' if str(eid) in known else esc(label)
+                )
         pairs = [(k, str(v)) for k, v in prompts.items() if v]
-        pairs += [(k, str(meta[k])) for k in ("seed", "steps", "sampler", "guidance", "negative") if meta.get(k) is not None]
+        pairs += [
+            (k, str(meta[k])) for k in ("seed", "steps", "sampler", "guidance", "negative") if meta.get(k) is not None
+        ]
         cards.append(
             f'<article class="card" data-image="{esc(item["name"])}"><img src="{url(item["src"])}" alt="{esc(item["name"])}">'
             f'<div class="meta"><strong>{esc(item["name"])}</strong><br>{"<br>".join(links)}{_dl(pairs)}</div></article>'
         )
-    grid = f'<div class="grid images">{"".join(cards)}</div>' if cards else '<p class="empty">No images with unziplora records.</p>'
+    grid = (
+        f'<div class="grid images">{"".join(cards)}</div>'
+        if cards
+        else '<p class="empty">No images with unziplora records.</p>'
+    )
     return page("generated images", f"<p>From {esc(folder)}: {len(items)} image(s).</p>{grid}")

@@ -58,7 +58,9 @@ def resolve(
             spec = parse_base(shared["ref"])
         except BaseModelError as exc:
             owner = next(e for e in found if e is not None)
-            raise BaseModelError(f"the base of entry {owner.id} cannot be used: {str(exc).rstrip('.')}; pass --base MODEL") from None
+            raise BaseModelError(
+                f"the base of entry {owner.id} cannot be used: {str(exc).rstrip('.')}; pass --base MODEL"
+            ) from None
     return Request(found[0], found[1], spec, notes)
 
 

@@ -98,11 +98,17 @@ def _check_payload(entry: Any, name: str, lora: dict[str, Any]) -> None:
         elif not bool(torch.isfinite(tensor).all()):
             problem = "holds NaN or infinite values"
         if problem:
-            raise DamagedEntryError(f"entry {entry.id} is damaged: {name} tensor {key!r} {problem}; re-train or re-import it")
+            raise DamagedEntryError(
+                f"entry {entry.id} is damaged: {name} tensor {key!r} {problem}; re-train or re-import it"
+            )
 
 
 def _refit(exc: IncompatibleEntriesError, entry: Any, base_ref: str | None) -> IncompatibleEntriesError:
-    trained = entry.record.get("base", {}).get("ref", "another base") if isinstance(entry.record.get("base"), dict) else "another base"
+    trained = (
+        entry.record.get("base", {}).get("ref", "another base")
+        if isinstance(entry.record.get("base"), dict)
+        else "another base"
+    )
     if base_ref and base_ref != trained:
         return IncompatibleEntriesError(
             f"entry {entry.id} was trained on base {trained} and does not fit base {base_ref}; "
@@ -123,7 +129,10 @@ def assemble(unet: Any, content: Any | None, style: Any | None, *, base_ref: str
     if content is None and style is None:
         raise ValueError("assemble needs a content entry, a style entry, or both")
     check_same_base(content, style)
-    parts = {"content": read_part(content, "content") if content else None, "style": read_part(style, "style") if style else None}
+    parts = {
+        "content": read_part(content, "content") if content else None,
+        "style": read_part(style, "style") if style else None,
+    }
     layers = unziplora_layers(unet)
     if not layers:
         rank = next(p.rank for p in parts.values() if p is not None)

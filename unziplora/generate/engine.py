@@ -48,7 +48,9 @@ def _identity(entry: Any | None, part: str) -> tuple[str, ...] | None:
 class Studio:
     """A base pipeline on a device, ready to compose and restyle with registry entries."""
 
-    def __init__(self, pipe: Any, spec: BaseSpec, placement: Placement, base_fingerprint: str, registry: Any = None) -> None:
+    def __init__(
+        self, pipe: Any, spec: BaseSpec, placement: Placement, base_fingerprint: str, registry: Any = None
+    ) -> None:
         self.pipe = pipe
         self.spec = spec
         self.placement = placement
@@ -57,7 +59,9 @@ class Studio:
         self._loaded: tuple[Any, ...] | None = None
 
     @classmethod
-    def load(cls, base: str | BaseSpec, *, device: str = "auto", precision: str = "auto", registry: Any = None) -> Studio:
+    def load(
+        cls, base: str | BaseSpec, *, device: str = "auto", precision: str = "auto", registry: Any = None
+    ) -> Studio:
         """Load ``base`` (a ``--base`` string or a parsed spec) onto ``device`` in ``precision``."""
         spec = base if isinstance(base, BaseSpec) else parse_base(base)
         placement = resolve_placement(device, precision, purpose="generate")
@@ -111,7 +115,13 @@ class Studio:
         content, style = self._entry(content), self._entry(style)
         opts = replace(options or GenerationOptions(), **option_fields)
         prompts = compose_prompts(
-            content, style, context, subject=subject, prompt=prompt, content_prompt=content_prompt, style_prompt=style_prompt
+            content,
+            style,
+            context,
+            subject=subject,
+            prompt=prompt,
+            content_prompt=content_prompt,
+            style_prompt=style_prompt,
         )
         prompts = self._fit(prompts, on_note)
         plan = plan_prompts(prompts, mode_for(content, style), opts.prompt_separation)
@@ -148,8 +158,9 @@ class Studio:
             picture = fit_picture(picture, size)
         prompts = self._fit(compose_prompts(None, style, context, subject=subject, prompt=prompt), on_note)
         plan = plan_prompts(prompts, "style")
-        return self._run(plan, None, style, opts, init_image=picture, source_name=source_name, on_step=on_step,
-                         on_image=on_image)
+        return self._run(
+            plan, None, style, opts, init_image=picture, source_name=source_name, on_step=on_step, on_image=on_image
+        )
 
     def _fit(self, prompts: Any, on_note: Callable[[str], None] | None) -> Any:
         """The prompts cut to what CLIP reads (77 tokens), each cut reported through ``on_note``.

@@ -69,7 +69,9 @@ def prepare_out_dir(out_dir: Path, names: Sequence[str] = (), *, force: bool = F
     taken = [n for n in names if os.path.lexists(out_dir / n)] if existed else []
     if taken and not force:
         more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
-        raise OutputError(f"{out_dir / taken[0]} already exists{more}; pass --force to overwrite, or -o with another folder")
+        raise OutputError(
+            f"{out_dir / taken[0]} already exists{more}; pass --force to overwrite, or -o with another folder"
+        )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".unziplora-write-test-{os.getpid()}"
@@ -77,7 +79,9 @@ def prepare_out_dir(out_dir: Path, names: Sequence[str] = (), *, force: bool = F
         probe.unlink()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise OutputError(f"cannot write images to {out_dir}: {reason}; pass -o with a folder you can write to") from exc
+        raise OutputError(
+            f"cannot write images to {out_dir}: {reason}; pass -o with a folder you can write to"
+        ) from exc
     return not existed
 
 

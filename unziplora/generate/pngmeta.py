@@ -72,7 +72,9 @@ def save_png(image: Image.Image, path: Path, meta: dict[str, Any]) -> Path:
         image.save(tmp, format="PNG", pnginfo=png_info(meta))
         os.replace(tmp, path)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; free some disk space or choose another folder with -o") from None
+        raise OutputError(
+            f"cannot write {path}: {exc.strerror or exc}; free some disk space or choose another folder with -o"
+        ) from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -60,7 +60,9 @@ def sample_with_layers(
     )[0]
 
 
-def preview_sheet(source: Image.Image, images: Sequence[Image.Image], labels: Sequence[str] | None = None) -> Image.Image:
+def preview_sheet(
+    source: Image.Image, images: Sequence[Image.Image], labels: Sequence[str] | None = None
+) -> Image.Image:
     """One row: the source image, then the samples, each labelled (default: content, style, combined).
 
     Every tile takes the size of the first sample (the source is scaled to match).

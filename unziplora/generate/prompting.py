@@ -63,11 +63,15 @@ def compose_prompts(
         content_prompt = content_prompt or prompt
     if mode == "style":
         style_prompt = style_prompt or prompt
-    needed = {"both": (prompt, content_prompt, style_prompt), "content": (content_prompt,), "style": (style_prompt,)}[mode]
+    needed = {"both": (prompt, content_prompt, style_prompt), "content": (content_prompt,), "style": (style_prompt,)}[
+        mode
+    ]
     built: PromptSet | None = None
     try:
         if content is not None:
-            built = build_generation_prompts(content.subject, style.style if style else None, context, entry_token(content))
+            built = build_generation_prompts(
+                content.subject, style.style if style else None, context, entry_token(content)
+            )
         else:
             words = subject if subject is not None else (style.subject or None)
             if not style.style:
@@ -77,7 +81,11 @@ def compose_prompts(
             built = build_generation_prompts(None, style.style or None, context, subject=words)
     except PromptError as exc:
         if None in needed:
-            flags = {"both": "--prompt, --content-prompt and --style-prompt", "content": "--prompt", "style": "--prompt"}[mode]
+            flags = {
+                "both": "--prompt, --content-prompt and --style-prompt",
+                "content": "--prompt",
+                "style": "--prompt",
+            }[mode]
             raise PromptError(f"{str(exc).rstrip('.')}; or give the prompt text with {flags}") from None
     token = entry_token(content)
     return PromptSet(

@@ -113,7 +113,9 @@ def cached_cross_kv(unet: torch.nn.Module) -> Iterator[int]:
         original = layer.forward
         memo: dict[str, Any] = {}
 
-        def forward(x: torch.Tensor, content_input: Any = None, style_input: Any = None, *, _f: Any = original, _m: Any = memo) -> torch.Tensor:
+        def forward(
+            x: torch.Tensor, content_input: Any = None, style_input: Any = None, *, _f: Any = original, _m: Any = memo
+        ) -> torch.Tensor:
             inputs = (x, content_input, style_input)
             versions = tuple(t._version if t is not None else None for t in inputs)
             hit = _m.get("inputs")
@@ -172,7 +174,10 @@ def encode_plan(pipe: Any, plan: PromptPlan, *, negative: str | None, guidance: 
         if cfg:  # rows follow the pipeline's [unconditional, conditional] order
             content = torch.cat([torch.zeros_like(content), content])
             style = torch.cat([torch.zeros_like(style), style])
-        kwargs["cross_attention_kwargs"] = {"content_encoder_hidden_states": content, "style_encoder_hidden_states": style}
+        kwargs["cross_attention_kwargs"] = {
+            "content_encoder_hidden_states": content,
+            "style_encoder_hidden_states": style,
+        }
     return Conditioning(kwargs)
 
 
@@ -230,7 +235,9 @@ def sample_images(
                 runner.scheduler = make_scheduler(original_scheduler.config, sampler)
                 done = index * per_image
 
-                def step_end(_pipe: Any, step: int, _t: Any, tensors: dict[str, Any], done: int = done) -> dict[str, Any]:
+                def step_end(
+                    _pipe: Any, step: int, _t: Any, tensors: dict[str, Any], done: int = done
+                ) -> dict[str, Any]:
                     if on_step is not None:
                         on_step(min(done + step + 1, total), total)
                     return tensors

@@ -247,7 +247,9 @@ def load(path: Path, *, rehash: bool = False) -> Entry | None:
             problems.append(f"{name} cannot be read ({exc.strerror})")
             continue
         if digest != info["sha256"]:
-            problems.append(f"{name} differs from its recorded sha256 (now {digest[:12]}, recorded {info['sha256'][:12]})")
+            problems.append(
+                f"{name} differs from its recorded sha256 (now {digest[:12]}, recorded {info['sha256'][:12]})"
+            )
             continue
         rehashed_ns = max(rehashed_ns, st.st_mtime_ns)
     if problems and not os.path.isdir(folder):

@@ -41,8 +41,23 @@ SCHEMA_VERSION = 1
 KINDS = ("trained", "imported")
 COMPUTED_KEYS = ("schema_version", "id", "name", "created", "tool_version", "files")
 STANDARD_KEYS = (
-    "schema_version", "id", "name", "created", "tool_version", "kind", "imported", "subject", "style", "prompts",
-    "rare_token", "sources", "base", "settings", "figures", "provenance", "files",
+    "schema_version",
+    "id",
+    "name",
+    "created",
+    "tool_version",
+    "kind",
+    "imported",
+    "subject",
+    "style",
+    "prompts",
+    "rare_token",
+    "sources",
+    "base",
+    "settings",
+    "figures",
+    "provenance",
+    "files",
 )
 
 # version N -> function turning an N record into an N+1 record. Empty until version 2 exists.
@@ -83,7 +98,13 @@ def problem(record: object) -> str | None:
         if not safe_relpath(name):
             return f"entry.json: file name {name!r} points outside the entry"
         size = info.get("bytes") if isinstance(info, dict) else None
-        if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) or not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        if (
+            not isinstance(info, dict)
+            or not isinstance(info.get("sha256"), str)
+            or not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+        ):
             return f"entry.json: file {name} lacks sha256 or bytes"
     return None
 

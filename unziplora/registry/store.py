@@ -91,11 +91,17 @@ class Registry:
         except FileNotFoundError:
             return None
         except NotADirectoryError:
-            raise RegistryError(f"registry path {self.root} lies under a file, not a folder; pass --registry DIR or set UNZIPLORA_HOME") from None
+            raise RegistryError(
+                f"registry path {self.root} lies under a file, not a folder; pass --registry DIR or set UNZIPLORA_HOME"
+            ) from None
         except OSError as exc:
-            raise RegistryError(f"registry path {self.root} cannot be used ({exc.strerror}); pass --registry DIR or set UNZIPLORA_HOME") from exc
+            raise RegistryError(
+                f"registry path {self.root} cannot be used ({exc.strerror}); pass --registry DIR or set UNZIPLORA_HOME"
+            ) from exc
         if not stat.S_ISDIR(st.st_mode):
-            raise RegistryError(f"registry path {self.root} is a file, not a folder; pass --registry DIR or set UNZIPLORA_HOME")
+            raise RegistryError(
+                f"registry path {self.root} is a file, not a folder; pass --registry DIR or set UNZIPLORA_HOME"
+            )
         return st
 
     def _check_ours(self) -> None:
@@ -136,7 +142,9 @@ class Registry:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise RegistryError(f"cannot create the registry folder {self.root} ({exc.strerror}); pass --registry DIR") from exc
+                raise RegistryError(
+                    f"cannot create the registry folder {self.root} ({exc.strerror}); pass --registry DIR"
+                ) from exc
             marker.write_marker(self.root)
         elif marker.read_marker(self.root) is None:
             reason = marker.foreign_reason(self.root, others_allowed=adopt)
@@ -150,7 +158,9 @@ class Registry:
             try:
                 marker.write_marker(self.root)
             except OSError as exc:
-                raise RegistryError(f"cannot write the registry marker in {self.root} ({exc.strerror}); check the folder permissions") from exc
+                raise RegistryError(
+                    f"cannot write the registry marker in {self.root} ({exc.strerror}); check the folder permissions"
+                ) from exc
         for folder in (self.entries_dir, self.tmp_dir, self.trash_dir):
             self._own_folder(folder, create=True)
         self._own_folder(self.runs_dir, create=False)
@@ -449,7 +459,9 @@ def _open_own_dir(path: Path) -> Iterator[int]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:
-        raise RegistryError(f"{path} is not a plain folder ({exc.strerror}); the registry never follows links inside itself") from exc
+        raise RegistryError(
+            f"{path} is not a plain folder ({exc.strerror}); the registry never follows links inside itself"
+        ) from exc
     try:
         yield fd
     finally:

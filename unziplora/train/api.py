@@ -53,8 +53,12 @@ def prepare_requests(
     for im in images:
         notes.extend(im.warnings)
     words = dict(
-        subject=subject, style=style, token=token or DEFAULT_TOKEN,
-        prompt=prompt, content_prompt=content_prompt, style_prompt=style_prompt,
+        subject=subject,
+        style=style,
+        token=token or DEFAULT_TOKEN,
+        prompt=prompt,
+        content_prompt=content_prompt,
+        style_prompt=style_prompt,
     )
     if each:
         groups = [([f], [im]) for f, im in zip(files, images)]

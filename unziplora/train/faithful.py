@@ -76,7 +76,9 @@ def faithful_recipe(device: str, precision: str, optimizer: str, *, have_8bit: b
         if have_8bit and on_cuda:
             chosen_optimizer = OFFICIAL_OPTIMIZER
         elif not have_8bit:
-            notes.append("bitsandbytes is not installed: torch AdamW instead of the official 8-bit AdamW (pip install 'unziplora[8bit]')")
+            notes.append(
+                "bitsandbytes is not installed: torch AdamW instead of the official 8-bit AdamW (pip install 'unziplora[8bit]')"
+            )
         else:
             notes.append("8-bit AdamW needs CUDA: torch AdamW instead of the official 8-bit AdamW")
     return FaithfulRecipe(precision=chosen_precision, optimizer=chosen_optimizer, notes=notes)

@@ -102,14 +102,20 @@ def train_loop(
     scaler: torch.amp.GradScaler | None = None,
 ) -> LoopResult:
     """Run optimizer steps ``start_step .. config.steps - 1``; the UNet holds injected layers."""
-    params = [p for layer in layers.values() for group in (layer.lora_A, layer.lora_B, layer.merge) for p in group.values()]
+    params = [
+        p for layer in layers.values() for group in (layer.lora_A, layer.lora_B, layer.merge) for p in group.values()
+    ]
     if scaler is None and dtype == torch.float16:  # fp16 gradients underflow without loss scaling
         scaler = torch.amp.GradScaler(device.split(":")[0])
     autocast = dtype != torch.float32
     faithful = bool(getattr(columns, "config", {}).get("faithful", False))
     count = posterior.mean.shape[0]
     num_train_timesteps = int(noise_scheduler.config.num_train_timesteps)
-    extra = {"content_encoder_hidden_states": cond.content, "style_encoder_hidden_states": cond.style} if config.prompt_separation else None
+    extra = (
+        {"content_encoder_hidden_states": cond.content, "style_encoder_hidden_states": cond.style}
+        if config.prompt_separation
+        else None
+    )
     losses: list[float] = []
     # Adam's second moments and the column cones hold values far below 1e-38; on CPUs such
     # denormal floats make each op up to 100x slower. Flushing them to zero changes no result
@@ -127,7 +133,9 @@ def train_loop(
         if config.noise_offset:
             offset = torch.randn(latents.shape[:2] + (1, 1), generator=generator, device=generator.device).to(device)
             noise = noise + config.noise_offset * offset
-        timesteps = torch.randint(0, num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device).to(device)
+        timesteps = torch.randint(
+            0, num_train_timesteps, (latents.shape[0],), generator=generator, device=generator.device
+        ).to(device)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         with torch.autocast(device.split(":")[0], dtype=dtype, enabled=autocast):
             pred = unet(
@@ -152,7 +160,9 @@ def train_loop(
             scaler.unscale_(optimizer)  # the column score reads unscaled gradients
         else:
             total.backward()
-        loss_scale = float(scaler.get_scale()) if scaler is not None and faithful else None  # get_scale syncs: only when used
+        loss_scale = (
+            float(scaler.get_scale()) if scaler is not None and faithful else None
+        )  # get_scale syncs: only when used
         columns.after_backward(step, grad_scale=faithful_grad_scale(loss_scale, faithful))
         torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], config.max_grad_norm)
         if scaler is not None:
@@ -165,7 +175,12 @@ def train_loop(
         losses.append(loss_value)
         if on_step is not None:
             on_step(StepReport(step + 1, config.steps, loss_value, time.perf_counter() - tick))
-        if on_checkpoint is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+        if (
+            on_checkpoint is not None
+            and config.checkpoint_every
+            and (step + 1) % config.checkpoint_every == 0
+            and step + 1 < config.steps
+        ):
             on_checkpoint(step + 1)
     columns.finalize()
     return LoopResult(steps=config.steps, final_loss=loss_value, seconds=time.perf_counter() - started, losses=losses)

@@ -42,8 +42,16 @@ def _rounds_per_group(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_entry_payload(
-    trainer: Any, registry: Any, request: Any, layers: dict[str, Any], columns: Any, result: Any, run_dir: Any = None,
-    *, preview: Any = None, run_id: str | None = None,
+    trainer: Any,
+    registry: Any,
+    request: Any,
+    layers: dict[str, Any],
+    columns: Any,
+    result: Any,
+    run_dir: Any = None,
+    *,
+    preview: Any = None,
+    run_id: str | None = None,
 ) -> Any:
     """Save the trained layers and the record as a new entry; return the registry's Entry.
 
@@ -54,16 +62,27 @@ def write_entry_payload(
 
     from unziplora.images import thumbnail
     from unziplora.method.state import lora_state_dict, merge_state_dict
+
     config, prompts = request.config, request.prompts
     dtype = SAVE_DTYPES[config.save_precision]
     content = {k: v.detach().to("cpu", dtype).contiguous() for k, v in lora_state_dict(layers, "content").items()}
     style = {k: v.detach().to("cpu", dtype).contiguous() for k, v in lora_state_dict(layers, "style").items()}
     masks = {k: v.detach().to("cpu").contiguous() for k, v in merge_state_dict(layers).items()}
     base = {"ref": trainer.spec.ref, "kind": trainer.spec.kind, "fingerprint": trainer.base_fingerprint}
-    with registry.new_entry(subject=prompts.subject or "", style=prompts.style_words or "", name=request.name) as staging:
+    with registry.new_entry(
+        subject=prompts.subject or "", style=prompts.style_words or "", name=request.name
+    ) as staging:
         entry_id = staging.id
-        save_file(content, str(staging.dir / "content.safetensors"), metadata=lora_metadata("content", entry_id, prompts, config.rank, base["ref"]))
-        save_file(style, str(staging.dir / "style.safetensors"), metadata=lora_metadata("style", entry_id, prompts, config.rank, base["ref"]))
+        save_file(
+            content,
+            str(staging.dir / "content.safetensors"),
+            metadata=lora_metadata("content", entry_id, prompts, config.rank, base["ref"]),
+        )
+        save_file(
+            style,
+            str(staging.dir / "style.safetensors"),
+            metadata=lora_metadata("style", entry_id, prompts, config.rank, base["ref"]),
+        )
         save_file(masks, str(staging.dir / "masks.safetensors"), metadata={"format": "pt", "unziplora.entry": entry_id})
         for payload in ("content.safetensors", "style.safetensors", "masks.safetensors"):
             chmod_to_umask(staging.dir / payload)  # safetensors writes 0600
@@ -80,7 +99,13 @@ def write_entry_payload(
             "imported": False,
             **prompt_fields(prompts),
             "sources": [
-                {"name": s["file_name"], "sha256": s["sha256"], "bytes": s["size_bytes"], "width": s["width"], "height": s["height"]}
+                {
+                    "name": s["file_name"],
+                    "sha256": s["sha256"],
+                    "bytes": s["size_bytes"],
+                    "width": s["width"],
+                    "height": s["height"],
+                }
                 for s in (im.source_record() for im in request.images)
             ],
             "base": base,

@@ -118,7 +118,9 @@ def runs_dir(root: Path) -> Path:
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         from unziplora.errors import RegistryError
 
-        raise RegistryError(f"{path} is not a plain folder; the registry never follows links inside itself. Replace it with a plain folder")
+        raise RegistryError(
+            f"{path} is not a plain folder; the registry never follows links inside itself. Replace it with a plain folder"
+        )
     return path
 
 
@@ -202,7 +204,9 @@ def open_run(root: Path, ref: str) -> Run:
     if candidate.is_dir() and (candidate / RUN_FILE).is_file():
         record = _read_record(candidate)
         if record is None:
-            raise TrainingError(f"run {candidate.name} has an unreadable run.json; remove it with 'unzip rm --run {candidate.name}'")
+            raise TrainingError(
+                f"run {candidate.name} has an unreadable run.json; remove it with 'unzip rm --run {candidate.name}'"
+            )
         return Run(candidate.name, candidate, record)
     if not _RUN_ID.match(ref):
         raise InvalidEntryIdError(f"'{ref}' is not a run id or run directory (see 'unzip list --runs').")
@@ -222,11 +226,17 @@ def claim_for_resume(run: Run, registry: Any) -> None:
     from unziplora.train.checkpoint import MANIFEST
 
     if not run.acquire():
-        raise TrainingError(f"run {run.id} is in use by another unzip process (still training or being resumed); wait for it to finish")
+        raise TrainingError(
+            f"run {run.id} is in use by another unzip process (still training or being resumed); wait for it to finish"
+        )
     try:
         if not run.path.is_dir():
             raise EntryNotFoundError(f"run {run.id} was removed meanwhile (see 'unzip list --runs')")
-        if not run.complete_inputs or not isinstance(run.record.get("config"), dict) or not isinstance(run.record.get("prompts"), dict):
+        if (
+            not run.complete_inputs
+            or not isinstance(run.record.get("config"), dict)
+            or not isinstance(run.record.get("prompts"), dict)
+        ):
             raise TrainingError(
                 f"run {run.id} was interrupted before its inputs were recorded; nothing to resume: "
                 f"remove it with 'unzip rm --run {run.id}' and train again"

@@ -128,13 +128,17 @@ class Trainer:
         )
         return cond, posterior
 
-    def _prepare_unet(self, config: TrainConfig, image_count: int) -> tuple[Any, dict[str, Any], Any, torch.optim.Optimizer]:
+    def _prepare_unet(
+        self, config: TrainConfig, image_count: int
+    ) -> tuple[Any, dict[str, Any], Any, torch.optim.Optimizer]:
         from unziplora.method import ColumnSeparation, inject_unziplora, param_groups
 
         unet = self.pipe.unet
         unet.to(self.placement.device)
         unet.requires_grad_(False)
-        checkpointing = config.gradient_checkpointing if config.gradient_checkpointing is not None else self.placement.is_gpu
+        checkpointing = (
+            config.gradient_checkpointing if config.gradient_checkpointing is not None else self.placement.is_gpu
+        )
         if checkpointing:
             unet.enable_gradient_checkpointing()
         else:
@@ -199,7 +203,11 @@ class Trainer:
             unet, layers, columns, optimizer = self._prepare_unet(config, len(request.images))
             generator = torch.Generator().manual_seed(config.seed + 1)
             # fp16 needs loss scaling; its scale is part of the state a resume must restore.
-            scaler = torch.amp.GradScaler(self.placement.device.split(":")[0]) if self.placement.precision == "fp16" else None
+            scaler = (
+                torch.amp.GradScaler(self.placement.device.split(":")[0])
+                if self.placement.precision == "fp16"
+                else None
+            )
             start = 0
             if ckpt.has_checkpoint(run.path):
                 state = ckpt.load_checkpoint(run.path)
@@ -229,10 +237,22 @@ class Trainer:
             with sigint_requests_stop() as stop:
                 try:
                     result = train_loop(
-                        unet=unet, layers=layers, columns=columns, optimizer=optimizer,
-                        noise_scheduler=self.noise_scheduler, cond=cond, posterior=posterior, config=config,
-                        generator=generator, device=self.placement.device, dtype=self.placement.dtype,
-                        start_step=start, on_step=step_hook, on_checkpoint=save, stop_requested=stop, scaler=scaler,
+                        unet=unet,
+                        layers=layers,
+                        columns=columns,
+                        optimizer=optimizer,
+                        noise_scheduler=self.noise_scheduler,
+                        cond=cond,
+                        posterior=posterior,
+                        config=config,
+                        generator=generator,
+                        device=self.placement.device,
+                        dtype=self.placement.dtype,
+                        start_step=start,
+                        on_step=step_hook,
+                        on_checkpoint=save,
+                        stop_requested=stop,
+                        scaler=scaler,
                     )
                 except TrainingInterrupted as stopped:
                     save(stopped.step)
@@ -250,7 +270,9 @@ class Trainer:
                 hook("trained")
                 preview = self._final_preview(layers, request, skip=stop_seen, on_note=on_note)
                 hook("saving")
-                entry = write_entry_payload(self, registry, request, layers, columns, result, run.path, preview=preview, run_id=run.id)
+                entry = write_entry_payload(
+                    self, registry, request, layers, columns, result, run.path, preview=preview, run_id=run.id
+                )
             except KeyboardInterrupt:  # the trained layers are in the final checkpoint: resumable
                 raise TrainingStopped(run, config.steps, config.steps) from None
         except TrainingStopped:
@@ -266,8 +288,9 @@ class Trainer:
         run.remove()
         return entry
 
-    def _final_preview(self, layers: dict[str, Any], request: TrainRequest, *, skip: bool,
-                       on_note: Callable[[str], None] | None) -> Any:
+    def _final_preview(
+        self, layers: dict[str, Any], request: TrainRequest, *, skip: bool, on_note: Callable[[str], None] | None
+    ) -> Any:
         """The entry's preview sheet; None (and a note) when Ctrl-C came during the last step or the preview."""
         from unziplora.train.previews import entry_preview
 
@@ -319,7 +342,9 @@ class Trainer:
 
 
 def _make_optimizer(config: TrainConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    kwargs = dict(betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon, weight_decay=config.weight_decay)
+    kwargs = dict(
+        betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon, weight_decay=config.weight_decay
+    )
     if config.optimizer == "adamw8bit":
         try:
             import bitsandbytes as bnb
@@ -336,7 +361,9 @@ def _make_optimizer(config: TrainConfig, groups: list[dict[str, Any]]) -> torch.
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
 
 
-def _snapshot(layers: dict[str, Any], columns: Any, optimizer: Any, generator: torch.Generator, step: int) -> dict[str, Any]:
+def _snapshot(
+    layers: dict[str, Any], columns: Any, optimizer: Any, generator: torch.Generator, step: int
+) -> dict[str, Any]:
     return {
         "step": step,
         "layers": {name: _strip_base(layer.state_dict()) for name, layer in layers.items()},
@@ -350,7 +377,9 @@ def _strip_base(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if not k.startswith("base_layer.")}
 
 
-def _restore(layers: dict[str, Any], columns: Any, optimizer: Any, generator: torch.Generator, state: dict[str, Any]) -> None:
+def _restore(
+    layers: dict[str, Any], columns: Any, optimizer: Any, generator: torch.Generator, state: dict[str, Any]
+) -> None:
     for name, layer in layers.items():
         layer.load_state_dict(state["layers"][name], strict=False)
     if state.get("optimizer") is not None:  # None in the checkpoint written after the last step

@@ -137,7 +137,9 @@ def check_values(tensors: Mapping[str, Any], what: str) -> None:
 
     for key, tensor in tensors.items():
         if str(tensor.dtype) not in FLOAT_DTYPES:
-            raise ImportFormatError(f"{what}: tensor {key!r} is {str(tensor.dtype).removeprefix('torch.')}; a LoRA holds float16, bfloat16 or float32 values")
+            raise ImportFormatError(
+                f"{what}: tensor {key!r} is {str(tensor.dtype).removeprefix('torch.')}; a LoRA holds float16, bfloat16 or float32 values"
+            )
         if tensor.numel() == 0:
             raise ImportFormatError(f"{what}: tensor {key!r} is empty (shape {tuple(tensor.shape)})")
         if not bool(torch.isfinite(tensor).all()):

@@ -24,14 +24,24 @@ EXAMPLES = epilog(
 
 def evaluate_command(
     ctx: typer.Context,
-    ids: Annotated[list[str], typer.Argument(help="Entries to evaluate.", autocompletion=entry_ids, show_default=False)],
-    probes: Annotated[Path | None, typer.Option("--probes", metavar="FILE", help="TOML probe set replacing the built-in one.")] = None,
+    ids: Annotated[
+        list[str], typer.Argument(help="Entries to evaluate.", autocompletion=entry_ids, show_default=False)
+    ],
+    probes: Annotated[
+        Path | None, typer.Option("--probes", metavar="FILE", help="TOML probe set replacing the built-in one.")
+    ] = None,
     num: Annotated[int, typer.Option("-n", "--num", help="Images per probe.")] = 1,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the probe set [default: the probe file's, else 0].")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the probe set [default: the probe file's, else 0].")
+    ] = None,
     steps: Annotated[int, typer.Option("--steps", help="Sampling steps per image.")] = 30,
     size: Annotated[int | None, typer.Option("--size", help="Image size [default: the base's native size].")] = None,
-    clip: Annotated[str, typer.Option("--clip", metavar="MODEL", help="CLIP model: Hugging Face id or folder.")] = "openai/clip-vit-large-patch14",
-    dino: Annotated[str, typer.Option("--dino", metavar="MODEL", help="DINOv2 model: Hugging Face id or folder.")] = "facebook/dinov2-base",
+    clip: Annotated[
+        str, typer.Option("--clip", metavar="MODEL", help="CLIP model: Hugging Face id or folder.")
+    ] = "openai/clip-vit-large-patch14",
+    dino: Annotated[
+        str, typer.Option("--dino", metavar="MODEL", help="DINOv2 model: Hugging Face id or folder.")
+    ] = "facebook/dinov2-base",
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
     registry: RegistryOpt = None,
@@ -60,19 +70,27 @@ def evaluate_command(
     entries = [_usable(reg, i) for i in ids]
     bases = {e.record.get("base", {}).get("ref") for e in entries}
     if len(bases) != 1:
-        raise IncompatibleEntriesError(f"the entries were trained on different base models ({', '.join(sorted(map(str, bases)))}); evaluate them separately.")
+        raise IncompatibleEntriesError(
+            f"the entries were trained on different base models ({', '.join(sorted(map(str, bases)))}); evaluate them separately."
+        )
     from unziplora.eval.models import Embedders
     from unziplora.eval.run import evaluate
     from unziplora.generate import Studio
 
     embedders = Embedders.load(clip, dino)
     base_ref = bases.pop()
-    note("note: tiny-sdxl is a toy base with random weights; its scores measure nothing.", quiet=opts.quiet or base_ref != "tiny-sdxl")
+    note(
+        "note: tiny-sdxl is a toy base with random weights; its scores measure nothing.",
+        quiet=opts.quiet or base_ref != "tiny-sdxl",
+    )
     studio = Studio.load(base_ref, device=settings.device, precision=settings.precision, registry=reg)
     total = len(entries) * len(probe_list) * num
     bar = _Bar(quiet=opts.quiet or opts.json, total=total)
     try:
-        results = [evaluate(studio, e, embedders, probe_list, seed=seed, num=num, options=options, on_image=bar.advance) for e in entries]
+        results = [
+            evaluate(studio, e, embedders, probe_list, seed=seed, num=num, options=options, on_image=bar.advance)
+            for e in entries
+        ]
     finally:
         bar.close()
     from unziplora.entry_files import EVAL_FILE, EVAL_SHEET
@@ -80,8 +98,16 @@ def evaluate_command(
 
     run = {"seed": seed, "num": num, "steps": steps, "probes": len(probe_list), "clip": clip, "dino": dino}
     saved = [save_evaluation(reg, r, run) for r in results]
-    records = [{"id": r.entry_id, "scores": plain_scores(r.scores), **run, "file": str(e.path / EVAL_FILE),
-                "sheet": str(e.path / EVAL_SHEET)} for r, e in zip(results, saved)]
+    records = [
+        {
+            "id": r.entry_id,
+            "scores": plain_scores(r.scores),
+            **run,
+            "file": str(e.path / EVAL_FILE),
+            "sheet": str(e.path / EVAL_SHEET),
+        }
+        for r, e in zip(results, saved)
+    ]
     if opts.json:
         emit_json(records[0] if len(records) == 1 else records)
         return
@@ -131,7 +157,9 @@ class _Bar:
 
         from unziplora_cli._output import stderr_console
 
-        self._bar = Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr_console())
+        self._bar = Progress(
+            TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr_console()
+        )
         self._bar.start()
         self._task = self._bar.add_task("evaluating", total=total)
 

@@ -14,14 +14,21 @@ from unziplora_cli._output import data, emit_json, note
 def gallery(
     ctx: typer.Context,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", metavar="DIR", help="Site folder [default: gallery/ inside the registry].")
+        Path | None,
+        typer.Option("-o", "--output", metavar="DIR", help="Site folder [default: gallery/ inside the registry]."),
     ] = None,
     open_page: Annotated[bool, typer.Option("--open", help="Open the index in a web browser afterwards.")] = False,
     filter_text: Annotated[
-        str | None, typer.Option("--filter", metavar="TEXT", help="Only entries whose id, name, subject, style or base contains TEXT.")
+        str | None,
+        typer.Option(
+            "--filter", metavar="TEXT", help="Only entries whose id, name, subject, style or base contains TEXT."
+        ),
     ] = None,
     images: Annotated[
-        Path | None, typer.Option("--images", metavar="DIR", help="Also list the generated images in DIR (found by their PNG records).")
+        Path | None,
+        typer.Option(
+            "--images", metavar="DIR", help="Also list the generated images in DIR (found by their PNG records)."
+        ),
     ] = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
@@ -36,13 +43,27 @@ def gallery(
     reg = Registry.from_settings(opts.registry)
     everything = sorted(reg.list(), key=lambda e: (str(e.record.get("created", "")), e.id), reverse=True)
     entries = [e for e in everything if _matches(e, filter_text.lower())] if filter_text else everything
-    report = build_gallery(entries, output if output is not None else default_output(reg.root), total=len(everything), images_dir=images)
+    report = build_gallery(
+        entries, output if output is not None else default_output(reg.root), total=len(everything), images_dir=images
+    )
     index = report.path / "index.html"
     if opts.json:
-        emit_json({"path": str(report.path), "index": str(index), "entries": report.entries, "images": report.images, "written": report.written, "kept": report.kept})
+        emit_json(
+            {
+                "path": str(report.path),
+                "index": str(index),
+                "entries": report.entries,
+                "images": report.images,
+                "written": report.written,
+                "kept": report.kept,
+            }
+        )
     else:
         data(str(index))
-        note(f"{report.entries} entries, {report.images} images; {report.written} files written, {report.kept} unchanged.", quiet=opts.quiet)
+        note(
+            f"{report.entries} entries, {report.images} images; {report.written} files written, {report.kept} unchanged.",
+            quiet=opts.quiet,
+        )
     if open_page:
         import webbrowser
 

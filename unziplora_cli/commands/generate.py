@@ -26,7 +26,7 @@ COMPOSE_EXAMPLES = epilog(
 )
 RESTYLE_EXAMPLES = epilog(
     'unzip restyle --style rose-popart-91c0 --subject "a lighthouse" --context "on a cliff"',
-    'unzip restyle --style rose-popart-91c0 --subject dog --image dog.jpg --strength 0.5 -o out/',
+    "unzip restyle --style rose-popart-91c0 --subject dog --image dog.jpg --strength 0.5 -o out/",
     'unzip restyle --style rose-popart-91c0 --subject "a chair" -n 4 --sheet --json | jq -r ".images[].path"',
 )
 
@@ -45,7 +45,9 @@ OutOpt = Annotated[
 ]
 SheetOpt = Annotated[bool, typer.Option("--sheet", help="Also write sheet.png, all images in one grid.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite images already in the output folder.")]
-PromptOpt = Annotated[str | None, typer.Option("--prompt", metavar="TEXT", help="Use this prompt instead of the built one.")]
+PromptOpt = Annotated[
+    str | None, typer.Option("--prompt", metavar="TEXT", help="Use this prompt instead of the built one.")
+]
 
 
 class _Progress:
@@ -65,7 +67,11 @@ class _Progress:
             from unziplora_cli._output import stderr_console
 
             self._bar = Progress(
-                TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=stderr_console()
+                TextColumn("sampling"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=stderr_console(),
             )
             self._bar.start()
             self._task = self._bar.add_task("sampling", total=total)
@@ -83,8 +89,20 @@ def _options(**fields: Any) -> Any:
     return GenerationOptions(**fields)
 
 
-def _run(ctx: typer.Context, run: Any, content: str | None, style: str | None, base: str | None, device: str | None,
-         precision: str | None, out: Path | None, sheet: bool, call: Any, seeds: list[int], force: bool) -> None:
+def _run(
+    ctx: typer.Context,
+    run: Any,
+    content: str | None,
+    style: str | None,
+    base: str | None,
+    device: str | None,
+    precision: str | None,
+    out: Path | None,
+    sheet: bool,
+    call: Any,
+    seeds: list[int],
+    force: bool,
+) -> None:
     """Resolve entries and base, load the studio, call ``call(studio, request, progress, on_image)``, print.
 
     Each image is written as soon as it is drawn, so an interruption keeps what was made.
@@ -129,13 +147,26 @@ def _run(ctx: typer.Context, run: Any, content: str | None, style: str | None, b
 def compose(
     ctx: typer.Context,
     context: Annotated[str, typer.Argument(help="Where or how, e.g. 'on a beach'.", show_default=False)] = "",
-    content: Annotated[str | None, typer.Option("--content", metavar="ID", help="Entry whose subject to draw.", autocompletion=entry_ids)] = None,
-    style: Annotated[str | None, typer.Option("--style", metavar="ID", help="Entry whose style to draw in.", autocompletion=entry_ids)] = None,
+    content: Annotated[
+        str | None,
+        typer.Option("--content", metavar="ID", help="Entry whose subject to draw.", autocompletion=entry_ids),
+    ] = None,
+    style: Annotated[
+        str | None,
+        typer.Option("--style", metavar="ID", help="Entry whose style to draw in.", autocompletion=entry_ids),
+    ] = None,
     prompt: PromptOpt = None,
-    content_prompt: Annotated[str | None, typer.Option("--content-prompt", metavar="TEXT", help="Prompt of the content LoRA.")] = None,
-    style_prompt: Annotated[str | None, typer.Option("--style-prompt", metavar="TEXT", help="Prompt of the style LoRA.")] = None,
+    content_prompt: Annotated[
+        str | None, typer.Option("--content-prompt", metavar="TEXT", help="Prompt of the content LoRA.")
+    ] = None,
+    style_prompt: Annotated[
+        str | None, typer.Option("--style-prompt", metavar="TEXT", help="Prompt of the style LoRA.")
+    ] = None,
     single_prompt: Annotated[
-        bool, typer.Option("--single-prompt", help="One prompt for base and both LoRAs (what an exported combined LoRA gives).")
+        bool,
+        typer.Option(
+            "--single-prompt", help="One prompt for base and both LoRAs (what an exported combined LoRA gives)."
+        ),
     ] = False,
     content_scale: Annotated[float, typer.Option("--content-scale", help="Multiplier of the content LoRA.")] = 1.0,
     style_scale: StyleScaleOpt = 1.0,
@@ -165,17 +196,36 @@ def compose(
     """
     run = run_options(ctx, registry=registry, json=json, quiet=quiet)
     if content is None and style is None:
-        typer.echo("error: nothing to generate: pass --content ID, --style ID, or both. See 'unzip compose --help'.", err=True)
+        typer.echo(
+            "error: nothing to generate: pass --content ID, --style ID, or both. See 'unzip compose --help'.", err=True
+        )
         raise typer.Exit(2)
     options = _options(
-        num=num, seed=seed, steps=steps, guidance=guidance, negative=negative, width=width, height=height, sampler=sampler,
-        content_scale=content_scale, style_scale=style_scale, prompt_separation=not single_prompt,
+        num=num,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        negative=negative,
+        width=width,
+        height=height,
+        sampler=sampler,
+        content_scale=content_scale,
+        style_scale=style_scale,
+        prompt_separation=not single_prompt,
     )
 
     def call(studio: Any, request: Any, progress: Any, on_image: Any) -> Any:
         return studio.compose(
-            request.content, request.style, context, prompt=prompt, content_prompt=content_prompt,
-            style_prompt=style_prompt, options=options, on_step=progress, on_image=on_image, on_note=warn,
+            request.content,
+            request.style,
+            context,
+            prompt=prompt,
+            content_prompt=content_prompt,
+            style_prompt=style_prompt,
+            options=options,
+            on_step=progress,
+            on_image=on_image,
+            on_note=warn,
         )
 
     _run(ctx, run, content, style, base, device, precision, out, sheet, call, options.seeds(), force)
@@ -183,13 +233,25 @@ def compose(
 
 def restyle(
     ctx: typer.Context,
-    style: Annotated[str, typer.Option("--style", metavar="ID", help="Entry whose style to use.", show_default=False, autocompletion=entry_ids)],
-    subject: Annotated[str, typer.Option("--subject", metavar="TEXT", help="What to draw, e.g. 'a lighthouse'.", show_default=False)],
+    style: Annotated[
+        str,
+        typer.Option(
+            "--style", metavar="ID", help="Entry whose style to use.", show_default=False, autocompletion=entry_ids
+        ),
+    ],
+    subject: Annotated[
+        str, typer.Option("--subject", metavar="TEXT", help="What to draw, e.g. 'a lighthouse'.", show_default=False)
+    ],
     context: Annotated[str, typer.Option("--context", metavar="TEXT", help="Where or how, e.g. 'on a cliff'.")] = "",
     prompt: PromptOpt = None,
-    image: Annotated[Path | None, typer.Option("--image", metavar="PHOTO", help="Restyle this picture (img2img).")] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", metavar="PHOTO", help="Restyle this picture (img2img).")
+    ] = None,
     strength: Annotated[
-        float | None, typer.Option("--strength", metavar="S", help=f"How much of --image to redraw, 0-1 [default: {DEFAULT_STRENGTH}].")
+        float | None,
+        typer.Option(
+            "--strength", metavar="S", help=f"How much of --image to redraw, 0-1 [default: {DEFAULT_STRENGTH}]."
+        ),
     ] = None,
     style_scale: StyleScaleOpt = 1.0,
     num: NumOpt = 1,
@@ -215,8 +277,16 @@ def restyle(
     if strength is not None and image is None:
         warn("--strength only applies with --image; ignored.")
     options = _options(
-        num=num, seed=seed, steps=steps, guidance=guidance, negative=negative, width=width, height=height, sampler=sampler,
-        style_scale=style_scale, strength=DEFAULT_STRENGTH if strength is None else strength,
+        num=num,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        negative=negative,
+        width=width,
+        height=height,
+        sampler=sampler,
+        style_scale=style_scale,
+        strength=DEFAULT_STRENGTH if strength is None else strength,
     )
     picture = None
     if image is not None:  # refuse a broken picture before loading the base model
@@ -226,8 +296,15 @@ def restyle(
 
     def call(studio: Any, request: Any, progress: Any, on_image: Any) -> Any:
         return studio.restyle(
-            request.style, subject, context, prompt=prompt, image=picture,
-            image_name=image.name if image is not None else None, options=options, on_step=progress, on_image=on_image,
+            request.style,
+            subject,
+            context,
+            prompt=prompt,
+            image=picture,
+            image_name=image.name if image is not None else None,
+            options=options,
+            on_step=progress,
+            on_image=on_image,
             on_note=warn,
         )
 

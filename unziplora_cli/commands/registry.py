@@ -50,13 +50,24 @@ def _sorted(entries: list[Any], key: SortKey, reverse: bool) -> list[Any]:
 
 def list_entries(
     ctx: typer.Context,
-    sort: Annotated[SortKey, typer.Option("--sort", help="created (newest first), name (A-Z), size (largest first), or an 'unzip eval' headline score (best first; unevaluated last).")] = SortKey.created,
+    sort: Annotated[
+        SortKey,
+        typer.Option(
+            "--sort",
+            help="created (newest first), name (A-Z), size (largest first), or an 'unzip eval' headline score (best first; unevaluated last).",
+        ),
+    ] = SortKey.created,
     reverse: Annotated[bool, typer.Option("--reverse", help="Reverse the sort order.")] = False,
     filter_text: Annotated[
-        str | None, typer.Option("--filter", metavar="TEXT", help="Only entries whose id, name, subject, style or base contains TEXT.")
+        str | None,
+        typer.Option(
+            "--filter", metavar="TEXT", help="Only entries whose id, name, subject, style or base contains TEXT."
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", metavar="N", min=1, help="Show at most N entries.")] = None,
-    runs: Annotated[bool, typer.Option("--runs", help="List interrupted training runs (resume with 'unzip train --resume RUN').")] = False,
+    runs: Annotated[
+        bool, typer.Option("--runs", help="List interrupted training runs (resume with 'unzip train --resume RUN').")
+    ] = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -83,7 +94,10 @@ def list_entries(
         return
     if not entries:
         if not everything:
-            note(f"No entries yet in {reg.root}. Make one with: unzip train IMAGE --subject WORDS --style WORDS", quiet=opts.quiet)
+            note(
+                f"No entries yet in {reg.root}. Make one with: unzip train IMAGE --subject WORDS --style WORDS",
+                quiet=opts.quiet,
+            )
         else:
             note(f"No entries match '{filter_text}' ({len(everything)} in the registry).", quiet=opts.quiet)
         return
@@ -115,14 +129,22 @@ def _list_runs(root: Any, opts: Any) -> None:
         prompts = r.record.get("prompts") if isinstance(r.record.get("prompts"), dict) else {}
         config = r.record.get("config") if isinstance(r.record.get("config"), dict) else {}
         total = config.get("steps", "?")
-        data(visible(f"{r.id}  {prompts.get('subject') or '-'} / {prompts.get('style_words') or '-'}  step {r.step}/{total}  {r.record.get('created', '')}"))
+        data(
+            visible(
+                f"{r.id}  {prompts.get('subject') or '-'} / {prompts.get('style_words') or '-'}  step {r.step}/{total}  {r.record.get('created', '')}"
+            )
+        )
     note("resume with: unzip train --resume RUN", quiet=opts.quiet)
 
 
 def show(
     ctx: typer.Context,
-    entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry id, unique id prefix, or name.", autocompletion=entry_ids)],
-    verify: Annotated[bool, typer.Option("--verify", help="Rehash every payload file and report what differs.")] = False,
+    entry_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Entry id, unique id prefix, or name.", autocompletion=entry_ids)
+    ],
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Rehash every payload file and report what differs.")
+    ] = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -149,9 +171,14 @@ def show(
                 for p in problems:
                     data(f"  - {p}")
             else:
-                data(f"verify:      OK ({len(entry.files)} files, {human_bytes(sum(int(i['bytes']) for i in entry.files.values()))} rehashed)")
+                data(
+                    f"verify:      OK ({len(entry.files)} files, {human_bytes(sum(int(i['bytes']) for i in entry.files.values()))} rehashed)"
+                )
     if problems:
-        raise DamagedEntryError(f"entry {entry.id} failed verification: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        raise DamagedEntryError(
+            f"entry {entry.id} failed verification: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
     if entry.damaged and not opts.json and not verify:
         warn(visible(f"entry {entry.id} is damaged: {entry.damaged}"))
 
@@ -163,12 +190,21 @@ def _interactive() -> bool:
 
 def remove(
     ctx: typer.Context,
-    entry_ids: Annotated[list[str] | None, typer.Argument(metavar="ID", help="Entry ids, unique prefixes or names.", show_default=False, autocompletion=entry_ids)] = None,
+    entry_ids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="ID", help="Entry ids, unique prefixes or names.", show_default=False, autocompletion=entry_ids
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")] = False,
     runs: Annotated[
         list[str] | None,
-        typer.Option("--run", metavar="RUN", help="Discard an interrupted training run instead (see 'unzip list --runs'); repeatable."),
+        typer.Option(
+            "--run",
+            metavar="RUN",
+            help="Discard an interrupted training run instead (see 'unzip list --runs'); repeatable.",
+        ),
     ] = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
@@ -191,10 +227,15 @@ def remove(
     if not opts.json and not opts.quiet:
         width = max(len(i.id) for i in plan.items)
         for item in plan.items:
-            data(f"{item.id:<{width}}  {human_bytes(item.bytes):>10}  {visible(item.name)}" + ("  (damaged)" if item.damaged else ""))
+            data(
+                f"{item.id:<{width}}  {human_bytes(item.bytes):>10}  {visible(item.name)}"
+                + ("  (damaged)" if item.damaged else "")
+            )
 
     def report(removed: list[str], freed: int) -> dict[str, Any]:
-        items = [{"id": i.id, "name": i.name, "path": str(i.path), "bytes": i.bytes} for i in plan.items if i.id in removed]
+        items = [
+            {"id": i.id, "name": i.name, "path": str(i.path), "bytes": i.bytes} for i in plan.items if i.id in removed
+        ]
         return {"dry_run": dry_run, "removed": items, "bytes_freed": freed}
 
     if dry_run:
@@ -204,7 +245,9 @@ def remove(
         return
     if not yes:
         if not _interactive():
-            typer.echo(f"error: not removing {count} without confirmation: stdin is not a terminal; pass --yes.", err=True)
+            typer.echo(
+                f"error: not removing {count} without confirmation: stdin is not a terminal; pass --yes.", err=True
+            )
             raise typer.Exit(1)
         typer.echo(f"Remove {count} ({size})? [y/N] ", err=True, nl=False)
         answer = sys.stdin.readline().strip().lower()
@@ -215,12 +258,20 @@ def remove(
     if opts.json:
         emit_json(report(plan.removed, plan.freed_bytes))
     removed = len(plan.removed)
-    note(f"Removed {removed} entr{'y' if removed == 1 else 'ies'}, freed {human_bytes(plan.freed_bytes)}.", quiet=opts.quiet)
+    note(
+        f"Removed {removed} entr{'y' if removed == 1 else 'ies'}, freed {human_bytes(plan.freed_bytes)}.",
+        quiet=opts.quiet,
+    )
 
 
 def init(
     ctx: typer.Context,
-    folder: Annotated[str | None, typer.Argument(metavar="DIR", help="Folder to make a registry (default: the configured registry).", show_default=False)] = None,
+    folder: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="DIR", help="Folder to make a registry (default: the configured registry).", show_default=False
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Make a folder a registry, also one that already holds other files (they are never touched)."""
@@ -264,12 +315,16 @@ def register(app: typer.Typer) -> None:
     )(list_entries)
     app.command(
         "show",
-        epilog=epilog("unzip show cat-sketch-3f2a", "unzip show cat --verify", "unzip show cat-sketch --json | jq .prompts"),
+        epilog=epilog(
+            "unzip show cat-sketch-3f2a", "unzip show cat --verify", "unzip show cat-sketch --json | jq .prompts"
+        ),
     )(show)
     app.command(
         "rm",
         epilog=epilog(
-            "unzip rm cat-sketch-3f2a", "unzip rm cat dog --dry-run", "unzip rm $(unzip list -q --filter cat) --yes",
+            "unzip rm cat-sketch-3f2a",
+            "unzip rm cat dog --dry-run",
+            "unzip rm $(unzip list -q --filter cat) --yes",
             "unzip rm --run cat-sketch-run-1a2b    # discard an interrupted training run",
         ),
     )(remove)

@@ -19,6 +19,7 @@ EXAMPLES = epilog(
     "unzip train photos/ --each --subject dog --style watercolor    # one entry per image, base loaded once",
 )
 
+
 def _opt(*names: str, help: str, **kw: Any) -> Any:
     return typer.Option(*names, help=help, **kw)
 
@@ -34,7 +35,15 @@ def train(
     style_prompt: Annotated[str | None, _opt("--style-prompt", help="Override the style prompt.")] = None,
     name: Annotated[str | None, _opt("--name", help="A label for the entry (default: from the id).")] = None,
     each: Annotated[bool, _opt("--each", help="One entry per image (the base is loaded once).")] = False,
-    resume: Annotated[str | None, _opt("--resume", metavar="RUN", help="Finish an interrupted run (see 'unzip list --runs').", autocompletion=run_ids)] = None,
+    resume: Annotated[
+        str | None,
+        _opt(
+            "--resume",
+            metavar="RUN",
+            help="Finish an interrupted run (see 'unzip list --runs').",
+            autocompletion=run_ids,
+        ),
+    ] = None,
     base: BaseOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
@@ -44,26 +53,45 @@ def train(
     content_lr: Annotated[float, _opt("--content-lr", help="Content LoRA learning rate.")] = 5e-5,
     style_lr: Annotated[float, _opt("--style-lr", help="Style LoRA learning rate.")] = 5e-5,
     mask_lr: Annotated[float, _opt("--mask-lr", help="Merge-vector learning rate.")] = 5e-3,
-    similarity_lambda: Annotated[float, _opt("--similarity-lambda", help="Weight of the merge orthogonality loss.")] = 0.5,
+    similarity_lambda: Annotated[
+        float, _opt("--similarity-lambda", help="Weight of the merge orthogonality loss.")
+    ] = 0.5,
     sample_times: Annotated[int, _opt("--sample-times", help="Column-selection rounds.")] = 3,
     column_ratio: Annotated[float, _opt("--column-ratio", help="Share of columns selected per round.")] = 0.1,
-    no_prompt_separation: Annotated[bool, _opt("--no-prompt-separation", help="Ablation: one prompt for all branches.")] = False,
-    no_column_separation: Annotated[bool, _opt("--no-column-separation", help="Ablation: no column masks or merges.")] = False,
-    no_block_separation: Annotated[bool, _opt("--no-block-separation", help="Ablation: every block both-sparse.")] = False,
+    no_prompt_separation: Annotated[
+        bool, _opt("--no-prompt-separation", help="Ablation: one prompt for all branches.")
+    ] = False,
+    no_column_separation: Annotated[
+        bool, _opt("--no-column-separation", help="Ablation: no column masks or merges.")
+    ] = False,
+    no_block_separation: Annotated[
+        bool, _opt("--no-block-separation", help="Ablation: every block both-sparse.")
+    ] = False,
     optimizer: Annotated[str, _opt("--optimizer", help="adamw or adamw8bit (needs the 8bit extra).")] = "adamw",
     seed: Annotated[int, _opt("--seed", help="Random seed.")] = 0,
-    min_snr_gamma: Annotated[float | None, _opt("--min-snr-gamma", help="Min-SNR loss weighting (off by default).")] = None,
+    min_snr_gamma: Annotated[
+        float | None, _opt("--min-snr-gamma", help="Min-SNR loss weighting (off by default).")
+    ] = None,
     noise_offset: Annotated[float, _opt("--noise-offset", help="Offset noise strength (off by default).")] = 0.0,
     gradient_checkpointing: Annotated[
-        bool | None, _opt("--gradient-checkpointing/--no-gradient-checkpointing", help="[default: on for GPU]", show_default=False)
+        bool | None,
+        _opt("--gradient-checkpointing/--no-gradient-checkpointing", help="[default: on for GPU]", show_default=False),
     ] = None,
     save_precision: Annotated[str, _opt("--save-precision", help="fp16, bf16 or fp32 payloads.")] = "fp16",
-    preview_every: Annotated[int, _opt("--preview-every", metavar="N", help="Write preview samples every N steps.")] = 0,
+    preview_every: Annotated[
+        int, _opt("--preview-every", metavar="N", help="Write preview samples every N steps.")
+    ] = 0,
     preview_steps: Annotated[int, _opt("--preview-steps", help="Sampling steps for previews.")] = 25,
-    checkpoint_every: Annotated[int, _opt("--checkpoint-every", metavar="N", help="Checkpoint every N steps (Ctrl-C also does).")] = 0,
+    checkpoint_every: Annotated[
+        int, _opt("--checkpoint-every", metavar="N", help="Checkpoint every N steps (Ctrl-C also does).")
+    ] = 0,
     faithful: Annotated[
         bool | None,
-        _opt("--faithful/--no-faithful", help="The official code's numerics: its column rule, unmasked RESET merge grads, fp16 + 8-bit AdamW [config train.faithful, else off].", show_default=False),
+        _opt(
+            "--faithful/--no-faithful",
+            help="The official code's numerics: its column rule, unmasked RESET merge grads, fp16 + 8-bit AdamW [config train.faithful, else off].",
+            show_default=False,
+        ),
     ] = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
@@ -90,7 +118,9 @@ def train(
         from unziplora.train.run import claim_for_resume
 
         run = open_run(settings.registry, resume)
-        claim_for_resume(run, Registry.from_settings(settings.registry))  # one line if in use, unrecorded or already an entry
+        claim_for_resume(
+            run, Registry.from_settings(settings.registry)
+        )  # one line if in use, unrecorded or already an entry
         request = request_from_run(run)
         if request.config.faithful:
             settings = _faithful(request.config, settings, [request])[0]
@@ -104,19 +134,43 @@ def train(
             steps=settings.train.steps if steps is None else steps,
             rank=settings.train.rank if rank is None else rank,
             resolution=settings.train.resolution if resolution is None else resolution,
-            content_lr=content_lr, style_lr=style_lr, mask_lr=mask_lr, similarity_lambda=similarity_lambda,
-            sample_times=sample_times, column_ratio=column_ratio, prompt_separation=not no_prompt_separation,
-            column_separation=not no_column_separation, block_separation=not no_block_separation, optimizer=optimizer,
-            seed=seed, min_snr_gamma=min_snr_gamma, noise_offset=noise_offset, gradient_checkpointing=gradient_checkpointing,
-            save_precision=save_precision, preview_every=preview_every, preview_steps=preview_steps,
-            checkpoint_every=checkpoint_every, faithful=settings.train.faithful if faithful is None else faithful,
+            content_lr=content_lr,
+            style_lr=style_lr,
+            mask_lr=mask_lr,
+            similarity_lambda=similarity_lambda,
+            sample_times=sample_times,
+            column_ratio=column_ratio,
+            prompt_separation=not no_prompt_separation,
+            column_separation=not no_column_separation,
+            block_separation=not no_block_separation,
+            optimizer=optimizer,
+            seed=seed,
+            min_snr_gamma=min_snr_gamma,
+            noise_offset=noise_offset,
+            gradient_checkpointing=gradient_checkpointing,
+            save_precision=save_precision,
+            preview_every=preview_every,
+            preview_steps=preview_steps,
+            checkpoint_every=checkpoint_every,
+            faithful=settings.train.faithful if faithful is None else faithful,
         )
         base_ref = settings.base_model
         _check_base_and_device(base_ref, settings)  # cheap refusals before any image is read
-        command = _command_line(images, subject, style, token, prompt, content_prompt, style_prompt, name, each, base_ref, config)
+        command = _command_line(
+            images, subject, style, token, prompt, content_prompt, style_prompt, name, each, base_ref, config
+        )
         prepared = prepare_requests(
-            images, config=config, each=each, subject=subject, style=style, token=token, prompt=prompt,
-            content_prompt=content_prompt, style_prompt=style_prompt, name=name, command=command,
+            images,
+            config=config,
+            each=each,
+            subject=subject,
+            style=style,
+            token=token,
+            prompt=prompt,
+            content_prompt=content_prompt,
+            style_prompt=style_prompt,
+            name=name,
+            command=command,
         )
         for line in prepared.notes:
             if "smaller than" in line:
@@ -145,16 +199,27 @@ def train(
             entries = _resume(runs[0], requests[0], base_ref, reg, settings, progress)
         else:
             entries = train_requests(
-                requests, base=base_ref, registry=reg, device=settings.device, precision=settings.precision,
-                on_start=progress.start, on_step=progress.step, on_done=done, on_note=warn,
+                requests,
+                base=base_ref,
+                registry=reg,
+                device=settings.device,
+                precision=settings.precision,
+                on_start=progress.start,
+                on_step=progress.step,
+                on_done=done,
+                on_note=warn,
             )
     except TrainingStopped as stopped:
         progress.close()
         for entry in finished:  # entries completed earlier in an --each batch are kept
             data(entry.id)
-        saved = f"; {len(finished)} earlier entr{'y was' if len(finished) == 1 else 'ies were'} saved" if finished else ""
+        saved = (
+            f"; {len(finished)} earlier entr{'y was' if len(finished) == 1 else 'ies were'} saved" if finished else ""
+        )
         if stopped.step >= stopped.total:
-            note(f"interrupted after the last step ({stopped.total}); the trained LoRAs are kept in the run, not yet an entry{saved}.")
+            note(
+                f"interrupted after the last step ({stopped.total}); the trained LoRAs are kept in the run, not yet an entry{saved}."
+            )
         else:
             note(f"interrupted after step {stopped.step} of {stopped.total}; this run is not an entry yet{saved}.")
         note(f"resume with: unzip train --resume {stopped.run.id}")
@@ -222,12 +287,29 @@ def _tiny_note(base_ref: str, quiet: bool) -> None:
         note("note: tiny-sdxl is a toy base with random weights; its LoRAs and images are noise.", quiet=quiet)
 
 
-def _command_line(images: list[Path], subject: Any, style: Any, token: str, prompt: Any, content_prompt: Any,
-                  style_prompt: Any, name: Any, each: bool, base: str, config: Any) -> str:
+def _command_line(
+    images: list[Path],
+    subject: Any,
+    style: Any,
+    token: str,
+    prompt: Any,
+    content_prompt: Any,
+    style_prompt: Any,
+    name: Any,
+    each: bool,
+    base: str,
+    config: Any,
+) -> str:
     """The exact command-line equivalent, recorded in entry.json."""
     words = ["unzip", "train", *[str(p) for p in images]]
-    for flag, value in (("--subject", subject), ("--style", style), ("--prompt", prompt), ("--content-prompt", content_prompt),
-                        ("--style-prompt", style_prompt), ("--name", name)):
+    for flag, value in (
+        ("--subject", subject),
+        ("--style", style),
+        ("--prompt", prompt),
+        ("--content-prompt", content_prompt),
+        ("--style-prompt", style_prompt),
+        ("--name", name),
+    ):
         if value is not None:
             words += [flag, str(value)]
     if token != "monadikos":

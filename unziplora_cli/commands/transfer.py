@@ -37,7 +37,9 @@ def _registry(path: Path | None) -> object:
 
 def export(
     ctx: typer.Context,
-    entry_id: Annotated[str, typer.Argument(metavar="ID", help="Entry id, unique id prefix, or name.", autocompletion=entry_ids)],
+    entry_id: Annotated[
+        str, typer.Argument(metavar="ID", help="Entry id, unique id prefix, or name.", autocompletion=entry_ids)
+    ],
     fmt: Annotated[
         str, typer.Option("-f", "--format", metavar="FORMAT", help="kohya (also: a1111, comfyui) or diffusers.")
     ] = "kohya",
@@ -46,7 +48,12 @@ def export(
     ] = "both",
     style_from: Annotated[
         str | None,
-        typer.Option("--style-from", metavar="ID2", help="Take the style (and its merges) from another entry.", autocompletion=entry_ids),
+        typer.Option(
+            "--style-from",
+            metavar="ID2",
+            help="Take the style (and its merges) from another entry.",
+            autocompletion=entry_ids,
+        ),
     ] = None,
     rank: Annotated[
         int | None, typer.Option("--rank", metavar="R", help="Reduce to rank R by SVD; prints the relative error.")
