@@ -5,7 +5,10 @@ A probe is a kind (which LoRAs draw it) and a prompt template. Kinds:
 ``content``   content LoRA alone, the subject recontextualised ("{content} on a beach")
 ``style``     style LoRA alone, new subjects in the style ("a lighthouse in {style} style")
 ``recon``     both LoRAs on the source prompt ("{combined}"): the reconstruction
-``combined``  both LoRAs, the subject recontextualised in the style
+``combined``  both LoRAs, the subject recontextualised in the style. Its ``prompt`` is a *context*
+              ("on a beach"), used exactly as ``unzip compose --content ID --style ID "on a beach"``
+              uses it: all three prompts (combined, content branch, style branch) are built around it,
+              so each branch also sees the new context.
 
 Template fields come from the entry's prompts: ``{content}`` (e.g. "A monadikos cat"),
 ``{combined}``, ``{style_prompt}``, ``{subject}`` ("cat"), ``{style}`` ("sketch"). Image ``i`` of
@@ -66,8 +69,8 @@ DEFAULT_PROBES: tuple[Probe, ...] = (
     Probe("style", "a bowl of fruit in {style} style"),
     Probe("style", "a mountain village in {style} style"),
     Probe("recon", "{combined}"),
-    Probe("combined", "{content} on a beach in {style} style"),
-    Probe("combined", "{content} in the snow in {style} style"),
+    Probe("combined", "on a beach"),  # a context: see the module docstring
+    Probe("combined", "in the snow"),
 )
 
 
@@ -83,6 +86,14 @@ def _check_template(where: str, template: str) -> None:
             raise ConfigError(
                 f"{where}: unknown field {{{name}}} in the prompt; use {', '.join('{' + f + '}' for f in FIELDS)}."
             )
+
+
+def _check_context(where: str, context: str) -> None:
+    if "{" in context or "}" in context:
+        raise ConfigError(
+            f"{where}: a combined probe's prompt is a context such as 'on a beach' (the prompts are built around it "
+            "as unzip compose builds them), not a template with fields."
+        )
 
 
 def read_probes(path: str | Path) -> tuple[list[Probe], int]:
@@ -112,6 +123,9 @@ def read_probes(path: str | Path) -> tuple[list[Probe], int]:
             raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}.")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ConfigError(f"{where}: prompt must be non-empty text.")
-        _check_template(where, prompt)
+        if kind == "combined":
+            _check_context(where, prompt)
+        else:
+            _check_template(where, prompt)
         probes.append(Probe(kind, prompt))
     return probes, seed

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unziplora.eval.probes import Probe, probe_seed
+from unziplora.generate.prompting import compose_prompts
 from unziplora.prompts import PromptSet
 
 
@@ -50,7 +51,11 @@ def generate_probes(
     )
     out: list[ProbeImage] = []
     for p_index, probe in enumerate(probes):
-        text = probe.render(prompts)
+        # A combined probe is a context: its prompts are built as compose builds them, so CLIP-T reads
+        # the combined prompt the base saw.
+        text = (
+            compose_prompts(entry, entry, probe.prompt).combined if probe.kind == "combined" else probe.render(prompts)
+        )
         for i in range(num):
             s = probe_seed(seed, p_index, i)
             opts = replace(options, num=1, seed=s)
@@ -58,7 +63,9 @@ def generate_probes(
                 made = studio.compose(entry, None, prompt=text, options=opts)
             elif probe.kind == "style":
                 made = studio.compose(None, entry, prompt=text, options=opts)
-            else:
+            elif probe.kind == "combined":
+                made = studio.compose(entry, entry, probe.prompt, options=opts)
+            else:  # recon: the source prompts themselves
                 made = studio.compose(
                     entry, entry, prompt=text, content_prompt=prompts.content, style_prompt=prompts.style, options=opts
                 )
