@@ -185,7 +185,7 @@ def test_out_of_range_seed_is_refused_before_start_up(cli, image, monkeypatch) -
     monkeypatch.setattr(trainer, "load_pipeline", lambda *a, **k: pytest.fail("the base was loaded"))
     for seed in (str(2**64), "-1"):
         result = cli("train", str(image), *TRAIN, "--seed", seed)
-        assert result.exit_code == 1, result.stderr
+        assert result.exit_code == 2, result.stderr  # a usage mistake
         assert (
             result.stderr.strip().splitlines()[-1]
             == f"error: --seed must be an integer from 0 to {2**32 - 1}, got {seed}"
@@ -219,6 +219,6 @@ def test_out_of_range_seed_is_refused_before_torch_is_imported(image) -> None:
         "import sys\nfrom typer.testing import CliRunner\nfrom unziplora_cli.app import build_app\n"
         f"r = CliRunner().invoke(build_app('unzip'), ['train', {str(image)!r}, '--subject', 'owl', '--style', 'ink', "
         f"'--base', 'tiny-sdxl', '--seed', '{2**64}'])\n"
-        "assert r.exit_code == 1, r.output\nassert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert r.exit_code == 2, r.output\nassert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -17,6 +17,13 @@ class ConfigError(UnZipLoRAError, ValueError):
     """A setting (config file, environment variable or option) is invalid."""
 
 
+class UsageError(ConfigError):
+    """A command-line value that can never work (``--steps 0``, an unknown ``--format``): exit code 2.
+
+    Raised before anything heavy happens, so a usage mistake costs no model load and no write.
+    """
+
+
 class DeviceError(UnZipLoRAError, RuntimeError):
     """The requested device or precision cannot be used on this machine."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 
-from unziplora.errors import UnZipLoRAError
+from unziplora.errors import UnZipLoRAError, UsageError
 
 
 def _one_line(text: str) -> str:
@@ -27,6 +27,8 @@ def _safetensors_io_error(exc: BaseException) -> bool:
 
 def exit_code_for(exc: BaseException) -> int | None:
     """Exit code for a mapped exception, or None for a bug (re-raise it)."""
+    if isinstance(exc, UsageError):
+        return 2  # the same code Click gives its own usage errors
     if isinstance(exc, UnZipLoRAError) or _safetensors_io_error(exc):
         return 1
     if isinstance(exc, OSError) and exc.errno in {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.ENOENT, errno.EPERM}:

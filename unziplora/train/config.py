@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from unziplora.errors import ConfigError
+from unziplora.errors import UsageError
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
@@ -57,7 +57,7 @@ class TrainConfig:
         """Raise ConfigError naming the option for any value training cannot use."""
 
         def bad(option: str, why: str) -> None:
-            raise ConfigError(f"--{option.replace('_', '-')} {why}")
+            raise UsageError(f"--{option.replace('_', '-')} {why}")
 
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             bad("seed", f"must be an integer from 0 to {MAX_SEED}, got {self.seed}")

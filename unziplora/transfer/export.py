@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from unziplora.errors import ConfigError, ExportError, IncompatibleEntriesError
+from unziplora.errors import ExportError, IncompatibleEntriesError, UsageError
 from unziplora.formats.peft import DIFFUSERS_WEIGHT_NAME
 from unziplora.registry.fsutil import chmod_to_umask
 
@@ -62,7 +62,7 @@ def resolve_format(fmt: str) -> str:
     """``kohya``/``a1111``/``comfyui`` -> ``kohya``; ``diffusers`` -> ``diffusers``; else ConfigError."""
     found = FORMAT_ALIASES.get(str(fmt).strip().lower())
     if found is None:
-        raise ConfigError(f"unknown format '{fmt}'; use kohya (also: a1111, comfyui) or diffusers")
+        raise UsageError(f"unknown format '{fmt}'; use kohya (also: a1111, comfyui) or diffusers")
     return found
 
 
@@ -214,13 +214,13 @@ def export_entry(
 
     fmt = resolve_format(fmt)
     if part not in PARTS:
-        raise ConfigError(f"unknown part '{part}'; use content, style or both")
+        raise UsageError(f"unknown part '{part}'; use content, style or both")
     if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype '{dtype}'; use fp16, bf16 or fp32")
+        raise UsageError(f"unknown dtype '{dtype}'; use fp16, bf16 or fp32")
     if rank is not None and rank < 1:
-        raise ConfigError(f"--rank must be a positive integer, got {rank}")
+        raise UsageError(f"--rank must be a positive integer, got {rank}")
     if style_from is not None and part == "content":
-        raise ConfigError("--style-from takes the style from another entry; use it with --part style or --part both")
+        raise UsageError("--style-from takes the style from another entry; use it with --part style or --part both")
     style_entry = style_from or entry
     if style_entry.id != entry.id:
         _check_same_base(entry, style_entry)

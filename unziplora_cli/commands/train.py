@@ -98,7 +98,7 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Split images into a content LoRA and a style LoRA; print the new entry id."""
-    from unziplora.errors import ConfigError, TrainingError
+    from unziplora.errors import ConfigError, TrainingError, UsageError
     from unziplora.registry import Registry
     from unziplora.settings import load_settings
     from unziplora.train.api import distributed, prepare_requests, request_from_run, train_requests
@@ -114,7 +114,7 @@ def train(
         if world > 1:
             raise ConfigError("--resume continues one run in one process; run it without torchrun/accelerate launch.")
         if images:
-            raise ConfigError("--resume continues a run with its own images; do not pass images with it.")
+            raise UsageError("--resume continues a run with its own images; do not pass images with it.")
         from unziplora.train.run import claim_for_resume
 
         run = open_run(settings.registry, resume)
@@ -129,7 +129,7 @@ def train(
         requests, runs = [request], [run]
     else:
         if not images:
-            raise ConfigError("no images given; pass one or more image files or folders (see 'unzip train --help').")
+            raise UsageError("no images given; pass one or more image files or folders (see 'unzip train --help').")
         config = TrainConfig(
             steps=settings.train.steps if steps is None else steps,
             rank=settings.train.rank if rank is None else rank,
