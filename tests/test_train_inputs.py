@@ -135,7 +135,9 @@ def test_bad_arguments_are_one_line(cli, populated: Path, tmp_path: Path, args: 
     before = _snapshot(populated)
     argv = [str(tmp_path / a) if a.endswith(".png") else a for a in args]
     result = cli("train", *argv, *([] if "--base" in args or "--resume" in args else ["--base", "tiny-sdxl"]))
-    usage = "--steps" in args or "--resolution" in args or not args  # a value that can never work is a usage mistake: exit 2, like Click's
+    usage = (
+        "--steps" in args or "--resolution" in args or not args
+    )  # a value that can never work is a usage mistake: exit 2, like Click's
     assert result.exit_code == (2 if usage else 1), result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith(line.format(tmp=tmp_path)), result.stderr
