@@ -3,7 +3,7 @@
 VENV ?= .venv
 export VENV
 
-.PHONY: try test venv clean-venv
+.PHONY: try test lint venv clean-venv
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -13,6 +13,10 @@ try: venv
 
 test: venv
 	$(VENV)/bin/python -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean-venv:
 	rm -rf $(VENV)
