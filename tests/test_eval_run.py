@@ -92,7 +92,8 @@ def test_evaluate_tiny_entry_is_deterministic(cli, isolated_env: Path, tmp_path:
     from PIL import Image
 
     with Image.open(entry.path / "eval.png") as sheet:  # one row per probe, -n 2 columns of 256 px tiles
-        assert sheet.size == (2 * 256 + 3 * 4, 3 * (256 + 21 + 2 * 4) + 4 * 4)
+        strip = 21 + 2 * 4 + 2 * (21 + 2)  # three label lines: the probe, then two lines of scores
+        assert sheet.size == (2 * 256 + 3 * 4, 3 * (256 + strip) + 4 * 4)
     assert cli("show", entry.id, "--verify").exit_code == 0
     records = json.loads(cli(*args, "--json").stdout)
     assert records["id"] == entry.id and records["scores"] == pytest.approx(first.scores, abs=1e-6)

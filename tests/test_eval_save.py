@@ -42,7 +42,8 @@ def test_list_sorts_and_shows_saved_scores(cli, reg: Registry) -> None:  # noqa:
     assert "evaluation" not in records[plain]
     assert set(records[high]["files"]) >= {"eval.json", "eval.png"}
     with Image.open(reg.get(high).path / "eval.png") as sheet:  # two probes, one image each: 2 rows of 256 px
-        assert sheet.size == (256 + 2 * 4, 2 * (256 + 21 + 2 * 4) + 3 * 4)
+        strip = 21 + 2 * 4 + 1 * (21 + 2)  # two label lines: the probe, then its one score
+        assert sheet.size == (256 + 2 * 4, 2 * (256 + strip) + 3 * 4)
     shown = cli("show", high, "--verify")
     assert shown.exit_code == 0 and "verify:      OK (6 files, " in shown.stdout
     assert "evaluation:  seed 0, num 1, steps 1, probes 2, clip c, dino d, created " in shown.stdout
@@ -99,3 +100,11 @@ def test_killed_update_leaves_entry_json_as_it_was(cli, reg: Registry) -> None: 
     assert cli("show", entry.id, "--verify").exit_code == 0  # the unrecorded eval.json is not part of the entry
     reg.add_files(entry.id, {"eval.json": b"again"}, {})  # the lock died with the writer
     assert (entry.path / "eval.json").read_bytes() == b"again" and cli("show", entry.id, "--verify").exit_code == 0
+
+
+def test_sheet_captions_show_what_tells_the_probes_apart() -> None:
+    from unziplora.eval.save import probe_caption
+
+    assert probe_caption("style", "a lighthouse in pencil sketch style") == "style: a lighthouse"
+    assert probe_caption("content", "A monadikos cat on a beach") == "content: …cat on a beach"
+    assert probe_caption("combined", "A monadikos cat in the snow in sketch style").endswith("in the snow")

@@ -42,10 +42,24 @@ def plain_scores(scores: Mapping[str, float]) -> dict[str, float | None]:
     return {k: _plain(v) for k, v in scores.items()}
 
 
-def label(scores: Mapping[str, float], limit: int = 3) -> str:
-    """The short caption under one sheet image: ``dino 0.12  clip-i 0.34  leak -0.01``."""
-    parts = [f"{_SHORT.get(k, k)} {v:.2f}" for k, v in scores.items() if math.isfinite(v)]
-    return "  ".join(parts[:limit]) or "-"
+def label(scores: Mapping[str, float], limit: int = 4, per_line: int = 2) -> str:
+    """The scores under one sheet image, ``per_line`` to a line: ``dino 0.12  clip-i 0.34``."""
+    parts = [f"{_SHORT.get(k, k)} {v:.2f}" for k, v in scores.items() if math.isfinite(v)][:limit]
+    return "\n".join("  ".join(parts[i : i + per_line]) for i in range(0, len(parts), per_line)) or "-"
+
+
+def probe_caption(kind: str, prompt: str, width: int = 24) -> str:
+    """``content: …cat on a beach``: the kind and what tells the probes apart.
+
+    Every style and combined prompt ends in the entry's own "in <style> style", so that is left out,
+    and a long rest keeps its end (the new context or subject), not its start (the entry's token).
+    """
+    prompt = prompt.strip()
+    cut = prompt.rfind(" in ")
+    if prompt.endswith(" style") and cut > 0:
+        prompt = prompt[:cut]
+    room = width - len(kind) - 2
+    return f"{kind}: {prompt if len(prompt) <= room else '…' + prompt[-(room - 1) :]}"
 
 
 def sheet_png(images: Sequence[Any], num: int) -> bytes:
@@ -55,7 +69,7 @@ def sheet_png(images: Sequence[Any], num: int) -> bytes:
     picture = grid(
         [im.image for im in images],
         columns=num,
-        labels=[label(im.scores) for im in images],
+        labels=[f"{probe_caption(im.kind, im.prompt)}\n{label(im.scores)}" for im in images],  # the probe, its scores
         tile=(SHEET_TILE, SHEET_TILE),
     )
     out = io.BytesIO()

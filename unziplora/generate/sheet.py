@@ -42,7 +42,7 @@ def grid(
     """Lay ``images`` out row by row on white, each resized to ``tile`` (default: the first's size).
 
     ``columns`` defaults to a near-square layout. ``labels`` (one per image) are drawn in a strip
-    under each tile, shortened to fit.
+    under each tile, each line shortened to fit; a label may have several lines ("\\n").
     """
     if not images:
         raise ValueError("a sheet needs at least one image")
@@ -53,7 +53,9 @@ def grid(
     rows = math.ceil(len(images) / cols)
     font_size = max(10, min(24, width // 12))
     font = _font(font_size)
-    strip = font_size + 2 * PAD if labels is not None else 0
+    lines = max((str(text).count("\n") + 1 for text in labels), default=1) if labels is not None else 0
+    line_height = font_size + 2
+    strip = font_size + 2 * PAD + (lines - 1) * line_height if labels is not None else 0
     sheet = Image.new("RGB", (cols * width + (cols + 1) * PAD, rows * (height + strip) + (rows + 1) * PAD), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     for index, img in enumerate(images):
@@ -65,6 +67,8 @@ def grid(
             picture = picture.resize((width, height), Image.Resampling.LANCZOS)
         sheet.paste(picture, (x, y))
         if labels is not None:
-            text = _fit(str(labels[index]), draw, font, width)
-            draw.text((x + width / 2, y + height + strip / 2), text, fill=INK, font=font, anchor="mm")
+            top = y + height + PAD + font_size / 2
+            for number, line in enumerate(str(labels[index]).split("\n")):
+                text = _fit(line, draw, font, width)
+                draw.text((x + width / 2, top + number * line_height), text, fill=INK, font=font, anchor="mm")
     return sheet
