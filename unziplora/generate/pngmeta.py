@@ -60,24 +60,22 @@ def png_info(meta: dict[str, Any]) -> PngInfo:
 
 
 def save_png(image: Image.Image, path: Path, meta: dict[str, Any]) -> Path:
-    """Write ``image`` as PNG with its record, through a temporary sibling: a failed write (a full
-    disk) leaves no partial or 0-byte file at ``path``."""
-    import os
+    """Write ``image`` as PNG with its record, through the registry's atomic writer: a failed write
+    (a full disk) leaves no partial or 0-byte file at ``path``."""
+    import io
 
     from unziplora.errors import OutputError
+    from unziplora.registry.fsutil import write_file
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG", pnginfo=png_info(meta))
     try:
-        image.save(tmp, format="PNG", pnginfo=png_info(meta))
-        os.replace(tmp, path)
+        write_file(path, encoded.getvalue(), durable=False)
     except OSError as exc:
         raise OutputError(
             f"cannot write {path}: {exc.strerror or exc}; free some disk space or choose another folder with -o"
         ) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
