@@ -36,7 +36,6 @@ FOREIGN_OPTIONS: dict[str, tuple[str, ...]] = {
     "--num-inference-steps": ("--steps",),
     "--guidance-scale": ("--guidance",),
     "--cfg": ("--guidance",),
-    "--network-module": (),
 }
 
 
