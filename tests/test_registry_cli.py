@@ -131,11 +131,15 @@ def test_list_filter_matching_nothing(cli, three: list[str]) -> None:
     [
         (
             ("--sort", "age"),
-            "error: Invalid value for '--sort': Value error, 'age' is not one of 'created', 'name', 'size', 'subject-fidelity', 'style-fidelity', 'leakage'. See 'unzip list --help'.\n",
+            "error: Invalid value for '--sort': 'age' is not one of 'created', 'name', 'size', 'subject-fidelity', 'style-fidelity', 'leakage'. See 'unzip list --help'.\n",
         ),
         (
             ("--limit", "0"),
-            "error: Invalid value for '--limit': Input should be greater than or equal to 1. See 'unzip list --help'.\n",
+            "error: Invalid value for '--limit': 0 is below the minimum of 1. See 'unzip list --help'.\n",
+        ),
+        (
+            ("--limit", "ten"),
+            "error: Invalid value for '--limit': 'ten' is not a whole number. See 'unzip list --help'.\n",
         ),
     ],
 )

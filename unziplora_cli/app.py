@@ -1,17 +1,18 @@
-"""Wiring only: the root app, its global options, the command list, and the entry points."""
+"""Wiring only: the command list, the app factory, and the entry points.
+
+Light at import (no Typer): ``unzip archive.zip`` is decided and handed to Info-ZIP before
+anything of the CLI frame loads, and a call naming one command builds only that command.
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
-from pathlib import Path
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Any
 
-import typer
-
-from unziplora import __version__
 from unziplora_cli import passthrough
-from unziplora_cli._frame import GlobalOptions, make_app
 
 # module under unziplora_cli.commands -> the command names it registers. The passthrough check
 # reads these names without importing the modules; a test keeps them equal to what is registered.
@@ -26,41 +27,57 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
 }
 COMMAND_NAMES: set[str] = {name for names in COMMAND_MODULES.values() for name in names}
 
-HELP = (
-    "Split one image into a content LoRA and a style LoRA on SDXL (UnZipLoRA), keep them in a "
-    "local registry, generate with them and export them."
-)
 
+def build_app(prog: str = "unzip", *, only: str | None = None) -> Any:
+    """The root app (a ``typer.Typer``) with every command registered, or only the command ``only``.
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"unziplora {__version__}")
-        raise typer.Exit(0)
+    ``only`` is for the console scripts: a call that names its command needs no other, and
+    building each command's parameters costs start-up time on every call.
+    """
+    from unziplora_cli._coerce import install_light_coercion
+    from unziplora_cli._frame import make_app
+    from unziplora_cli._root import HELP, root
 
-
-def _root(
-    ctx: typer.Context,
-    registry: Annotated[
-        Path | None, typer.Option("--registry", metavar="DIR", help="Registry directory for this call.")
-    ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only essential output; no progress.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (also UNZIPLORA_DEBUG=1).")] = False,
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-) -> None:
-    ctx.obj = GlobalOptions(registry=registry, json=json, quiet=quiet, debug=debug)
-
-
-def build_app(prog: str = "unzip") -> typer.Typer:
-    """The root app with every command registered."""
+    install_light_coercion()
     app = make_app(name=prog, help=HELP)
-    app.callback()(_root)
-    for module_name in COMMAND_MODULES:
+    app.callback()(root)
+    for module_name, names in COMMAND_MODULES.items():
+        if only is not None and only not in names:
+            continue
         module = importlib.import_module(f"unziplora_cli.commands.{module_name}")
         module.register(app)
     return app
+
+
+def _completion_words() -> list[str] | None:
+    """The words of a shell-completion request (the last one is being typed), or None when this is none."""
+    if not any(key.startswith("_UNZIP") and key.endswith("_COMPLETE") for key in os.environ):
+        return None
+    import shlex
+
+    try:
+        if "COMP_WORDS" in os.environ:  # bash
+            words = shlex.split(os.environ["COMP_WORDS"])
+            return words[: int(os.environ.get("COMP_CWORD", len(words) - 1)) + 1]
+        return shlex.split(os.environ.get("_TYPER_COMPLETE_ARGS", ""))  # zsh, fish, powershell
+    except ValueError:
+        return []
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command a call names (``unzip --json list`` -> ``list``), or None: then every command is needed.
+
+    During TAB completion the word being typed does not count: ``unzip li<TAB>`` needs them all.
+    """
+    words = _completion_words()
+    if words is not None:
+        argv = words[1:-1]
+    word = passthrough.first_word(argv)
+    return word if word in COMMAND_NAMES else None
+
+
+def _run(prog: str, argv: list[str]) -> None:
+    build_app(prog, only=command_named(argv))(prog_name=prog)
 
 
 def main() -> None:
@@ -71,15 +88,15 @@ def main() -> None:
         if other is not None:
             passthrough.exec_other(other, argv)
         word = passthrough.first_word(argv)
-        typer.echo(
+        print(
             f"error: '{word}' is not an unzip command (see 'unzip --help'); to extract zip archives, "
             "install Info-ZIP unzip (e.g. apt-get install unzip).",
-            err=True,
+            file=sys.stderr,
         )
         sys.exit(2)
-    build_app("unzip")(prog_name="unzip")
+    _run("unzip", argv)
 
 
 def main_unziplora() -> None:
     """Console script ``unziplora``: always this tool."""
-    build_app("unziplora")(prog_name="unziplora")
+    _run("unziplora", sys.argv[1:])
