@@ -50,6 +50,43 @@ def test_completion_request_imports_no_heavy_module() -> None:
     assert out.strip().splitlines()[-1] == "HEAVY []"
 
 
+# What the light commands must never load: the model stack, and pydantic (Typer's converter; see _coerce.py).
+LIGHT_FORBIDDEN = (*HEAVY, "huggingface_hub", "pydantic")
+LIGHT_CALLS = (
+    ["--help"],
+    ["list"],
+    ["list", "--json", "--sort", "name", "--limit", "5", "--filter", "cat"],
+    ["list", "--runs"],
+    ["show", "ENTRY"],
+    ["rm", "ENTRY", "--dry-run"],
+    ["rm", "--help"],
+)
+
+
+def test_light_commands_import_neither_torch_nor_pydantic(isolated_env: Path) -> None:
+    """Through the console script's own path (passthrough check, one command built), in one fresh process."""
+    from registry_helpers import make_entry
+
+    from unziplora.registry import Registry
+
+    entry = make_entry(Registry.from_settings(), "cat", "ink")
+    calls = [[entry.id if a == "ENTRY" else a for a in argv] for argv in LIGHT_CALLS]
+    code = (
+        "import os, sys\nfrom unziplora_cli import app\n"
+        f"for argv in {calls!r} + [None]:\n"
+        "    if argv is None:  # TAB completion of an entry id, as bash asks for it\n"
+        "        os.environ.update(_UNZIP_COMPLETE='complete_bash', COMP_WORDS='unzip show c', COMP_CWORD='2')\n"
+        "        argv = []\n"
+        "    sys.argv = ['unzip', *argv]\n"
+        "    try:\n        app.main()\n    except SystemExit as exc:\n"
+        "        assert exc.code in (0, None), (argv, exc.code)\n"
+        f"print('LOADED', sorted(m for m in {LIGHT_FORBIDDEN!r} if m in sys.modules))\n"
+    )
+    out = _fresh_python(code)
+    assert entry.id in out  # show, rm --dry-run and the completion all saw the entry
+    assert out.strip().splitlines()[-1] == "LOADED []"
+
+
 def test_command_names_match_registered_commands() -> None:
     app = build_app()
     import typer.main
