@@ -1,8 +1,14 @@
-"""Start-up cost of the CLI with a 1,000-entry registry: ``unzip --help``, ``unzip list``, ``unzip list --json``.
+"""Start-up cost of the light commands with a 1,000-entry registry.
 
-Each command runs as a real subprocess (the installed ``unzip`` console script), alternating with
-``python -c pass`` as the reference so both see the same machine load; we report medians.
-DESIGN.md's goal: under 0.5 s with 1,000 entries and no torch import.
+``unzip --help``, ``list``, ``list --json``, ``list --runs``, ``show ID``, ``rm ID --dry-run`` and
+a bash TAB completion of ``unzip show <TAB>`` (all 1,000 ids). Each runs as a real subprocess (the
+installed ``unzip`` console script), alternating with ``python -c pass`` as the reference so both
+see the same machine load; we report medians of wall time and of CPU time (user + system), which
+is what wall time would be on an idle machine: these commands are single-threaded. Issue 14's
+goal: each under 0.3 s on an idle machine, with no torch import.
+
+Byte-code caching is left on (``PYTHONDONTWRITEBYTECODE`` is dropped for the subprocesses): an
+installed package has its ``.pyc`` files, and timing the compiler would measure nothing of ours.
 
     python benchmarks/bench_cli_start.py [--entries 1000] [--repeats 15]
 
@@ -21,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-GOAL_S = 0.5
+GOAL_S = 0.3  # issue 14: every light command under 0.3 s with 1,000 entries
 SUBJECTS = ("cat", "dog", "lighthouse", "rose", "teapot", "bicycle", "owl", "castle")
 STYLES = ("pencil sketch", "watercolor", "pop art", "oil painting", "ukiyo-e", "pixel art", "charcoal")
 
@@ -31,9 +37,15 @@ class Row:
     name: str
     ours_s: float  # median wall time
     reference_s: float  # median wall time of `python -c pass`
-    ratio: float
+    ratio: float  # of the wall times
     goal: str
     ours_cpu_s: float = 0.0  # median user+sys CPU time: what wall time would be on an idle machine
+    reference_cpu_s: float = 0.0  # the same for `python -c pass`
+
+    @property
+    def met(self) -> bool:
+        """The goal holds for an idle machine: judged on CPU time, which other load does not inflate."""
+        return self.ours_cpu_s < GOAL_S
 
 
 def make_entries(root: Path, count: int) -> None:
@@ -66,41 +78,64 @@ def make_entries(root: Path, count: int) -> None:
             }
 
 
+def _children_cpu() -> float:
+    """User + system seconds of every waited-for child so far (getrusage: finer than os.times' clock ticks)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _time(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall, user+sys CPU) seconds of one run."""
-    before = os.times()
+    before = _children_cpu()
     start = time.perf_counter()
     subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     wall = time.perf_counter() - start
-    after = os.times()
-    return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return wall, _children_cpu() - before
+
+
+def light_commands(unzip: str, entry_id: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """name -> (argv, extra environment) of every light command measured."""
+    completion = {"_UNZIP_COMPLETE": "complete_bash", "COMP_WORDS": "unzip show ", "COMP_CWORD": "2"}
+    return {
+        "unzip --help": ([unzip, "--help"], {}),
+        "unzip list": ([unzip, "list"], {}),
+        "unzip list --json": ([unzip, "list", "--json"], {}),
+        "unzip list --runs": ([unzip, "list", "--runs"], {}),
+        "unzip show ID": ([unzip, "show", entry_id], {}),
+        "unzip rm ID --dry-run": ([unzip, "rm", entry_id, "--dry-run"], {}),
+        "unzip show <TAB>": ([unzip], completion),
+    }
 
 
 def run(entries: int = 1000, repeats: int = 15) -> list[Row]:
     """Medians of each command against ``python -c pass``, alternating, after one warm-up run each."""
+    from unziplora.registry import Registry
+
     unzip = str(Path(sys.executable).with_name("unzip"))
-    commands = {
-        "unzip --help": [unzip, "--help"],
-        "unzip list": [unzip, "list"],
-        "unzip list --json": [unzip, "list", "--json"],
-    }
     reference = [sys.executable, "-c", "pass"]
     with tempfile.TemporaryDirectory(prefix="unziplora-bench-") as tmp:
         env = dict(
             os.environ, UNZIPLORA_HOME=str(Path(tmp) / "registry"), UNZIPLORA_CONFIG=str(Path(tmp) / "none.toml")
         )
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         make_entries(Path(tmp) / "registry", entries)
+        entry_id = Registry(Path(tmp) / "registry").ids()[entries // 2]
         rows = []
-        for name, argv in commands.items():
-            _time(argv, env), _time(reference, env)  # warm the page cache and the stat caches
-            ours, cpu, ref = [], [], []
+        for name, (argv, extra) in light_commands(unzip, entry_id).items():
+            command_env = dict(env, **extra)
+            _time(argv, command_env), _time(reference, env)  # warm the page cache, the stat and byte-code caches
+            ours, cpu, ref, ref_cpu = [], [], [], []
             for _ in range(repeats):
-                wall, used = _time(argv, env)
+                wall, used = _time(argv, command_env)
                 ours.append(wall)
                 cpu.append(used)
-                ref.append(_time(reference, env)[0])
+                wall, used = _time(reference, env)
+                ref.append(wall)
+                ref_cpu.append(used)
             o, r = statistics.median(ours), statistics.median(ref)
-            rows.append(Row(name, o, r, o / r, f"< {GOAL_S} s", statistics.median(cpu)))
+            rows.append(Row(name, o, r, o / r, f"< {GOAL_S} s", statistics.median(cpu), statistics.median(ref_cpu)))
     return rows
 
 
@@ -112,11 +147,13 @@ def main() -> None:
     rows = run(args.entries, args.repeats)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{args.entries} entries, {args.repeats} runs each, {os.cpu_count()} CPUs, load average {load:.1f}")
-    print(f"{'command':<20} {'wall s':>7} {'cpu s':>6} {'python -c pass':>15} {'ratio':>6}  goal")
+    print("goal judged on CPU seconds (user + sys): what wall time would be on an idle machine")
+    print(f"{'command':<22} {'wall s':>7} {'cpu s':>6} {'python -c pass cpu s':>21} {'cpu ratio':>9}  goal")
     for row in rows:
-        verdict = "ok" if row.ours_s < GOAL_S else "MISSED"
+        verdict = "ok" if row.met else "MISSED"
+        ratio = row.ours_cpu_s / row.reference_cpu_s if row.reference_cpu_s else float("nan")
         print(
-            f"{row.name:<20} {row.ours_s:>7.3f} {row.ours_cpu_s:>6.3f} {row.reference_s:>15.3f} {row.ratio:>6.1f}  {row.goal} {verdict}"
+            f"{row.name:<22} {row.ours_s:>7.3f} {row.ours_cpu_s:>6.3f} {row.reference_cpu_s:>21.3f} {ratio:>9.1f}  {row.goal} {verdict}"
         )
 
 
