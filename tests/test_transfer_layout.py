@@ -45,6 +45,7 @@ def test_full_size_sdxl_table():
 
 
 def test_tiny_table_and_bases_without_a_config(tmp_path):
+    from unziplora.hf_cache import PIPELINE_COMPONENTS
     from unziplora.tiny_sdxl import UNET_CONFIG
 
     tiny = base_projection_shapes(parse_base("tiny-sdxl"))
@@ -52,6 +53,8 @@ def test_tiny_table_and_bases_without_a_config(tmp_path):
     assert unet_layout(parse_base("stabilityai/stable-diffusion-xl-base-1.0")) == SDXL_UNET_LAYOUT  # not cached: SDXL's
     folder = tmp_path / "base"
     (folder / "unet").mkdir(parents=True)
-    (folder / "model_index.json").write_text("{}")
+    index = {"_class_name": "StableDiffusionXLPipeline"}  # `{}` is refused as a base (not a pipeline)
+    index.update({c: ["diffusers", "Stub"] for c in PIPELINE_COMPONENTS})
+    (folder / "model_index.json").write_text(json.dumps(index))
     (folder / "unet" / "config.json").write_text(json.dumps(dict(UNET_CONFIG)))
     assert base_projection_shapes(parse_base(str(folder))) == tiny  # a folder's own config is read

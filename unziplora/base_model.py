@@ -52,11 +52,9 @@ def parse_base(value: str) -> BaseSpec:
         return BaseSpec("tiny", TINY_SDXL)
     path = Path(text).expanduser()
     if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise BaseModelError(
-                f"base model folder {path} has no model_index.json; point --base at a diffusers SDXL folder "
-                "(as written by save_pretrained) or at a single .safetensors checkpoint."
-            )
+        from unziplora.hf_cache import check_model_index
+
+        check_model_index(path)  # no model_index.json, `{}`, or another pipeline: refused here, in one line
         return BaseSpec("folder", str(path.resolve()))
     if path.is_file():
         if path.suffix.lower() != ".safetensors":
@@ -79,13 +77,10 @@ def parse_base(value: str) -> BaseSpec:
 
 
 def _hub_snapshot(repo_id: str) -> Path | None:
-    """The cached snapshot folder of ``repo_id`` if the Hugging Face cache has one."""
-    try:
-        from huggingface_hub import snapshot_download
+    """The cached snapshot folder of ``repo_id`` if the Hugging Face cache has one (see :mod:`unziplora.hf_cache`)."""
+    from unziplora.hf_cache import snapshot_dir
 
-        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=["model_index.json"]))
-    except Exception:  # noqa: BLE001 - any hub/cache failure means "not cached": doctor and train say how to fetch
-        return None
+    return snapshot_dir(repo_id)
 
 
 def fingerprint(spec: BaseSpec) -> str:
@@ -116,32 +111,75 @@ def fingerprint(spec: BaseSpec) -> str:
     return digest.hexdigest()[:16]
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _fetch_hint(repo_id: str) -> str:
+    from unziplora.hf_cache import download_command
+
     return (
-        f"fetch it once on a machine with network (`hf download {repo_id}`) and copy the Hugging Face cache, "
+        f"fetch it once on a machine with network (`{download_command(repo_id)}`) and copy the Hugging Face cache, "
         "or pass --base with a local diffusers folder or a .safetensors checkpoint (or tiny-sdxl to try things out)"
     )
+
+
+def _looks_like_lora(keys: list[str]) -> bool:
+    """LoRA files (kohya, PEFT, diffusers, ours) name their tensors lora_*; full checkpoints never do."""
+    return any("lora" in key.lower() for key in keys)
+
+
+def check_file_base(path: str) -> None:
+    """Refuse, in one line, a .safetensors base that is a LoRA or not an SDXL checkpoint (header only)."""
+    from unziplora.single_file import check_sdxl_file, header_keys
+
+    if _looks_like_lora(header_keys(path)):
+        raise BaseModelError(
+            f"base model {path} is a LoRA file, not a checkpoint: --base takes an SDXL checkpoint or diffusers "
+            "folder (bring a LoRA in with 'unzip import')."
+        )
+    check_sdxl_file(path)
+
+
+def _hub_layout(repo_id: str) -> tuple[Path | None, Any]:
+    """The cached snapshot of ``repo_id`` and its :class:`~unziplora.hf_cache.Layout` (None, None: not cached)."""
+    from unziplora.hf_cache import sdxl_layout
+
+    snap = _hub_snapshot(repo_id)
+    if snap is None:
+        return None, None
+    try:
+        return snap, sdxl_layout(snap)
+    except BaseModelError:
+        from unziplora.hf_cache import Layout
+
+        return snap, Layout(None, ("model_index.json",))
 
 
 def availability(spec: BaseSpec) -> tuple[bool, str]:
     """Whether the base can be loaded without network, and a short explanation."""
     if spec.kind == "tiny":
         return True, "builtin, generated locally"
-    if spec.kind in {"folder", "file"}:
-        return Path(spec.ref).exists(), spec.ref
-    snap = _hub_snapshot(spec.ref)
+    try:
+        if spec.kind == "file":
+            check_file_base(spec.ref)
+            return True, spec.ref
+        if spec.kind == "folder":
+            from unziplora.hf_cache import sdxl_layout
+
+            layout = sdxl_layout(Path(spec.ref))
+            if not layout.complete:
+                return False, f"{spec.ref} lacks {layout.describe()}"
+            return True, spec.ref + (" (fp16 weights only)" if layout.variant else "")
+    except BaseModelError as exc:
+        return False, str(exc)
+    snap, layout = _hub_layout(spec.ref)
     if snap is None:
         return False, f"not in the Hugging Face cache; {_fetch_hint(spec.ref)}"
-    return True, f"cached at {snap}"
+    if not layout.complete:
+        return False, f"cached at {snap} but without {layout.describe()}; {_fetch_hint(spec.ref)}"
+    return True, f"cached at {snap}" + (" (fp16 variant only: loaded as fp16 weights)" if layout.variant else "")
 
 
 def load_pipeline(spec: BaseSpec, *, dtype: Any = None, device: str | None = None) -> Any:
     """Load a ``StableDiffusionXLPipeline`` for ``spec`` (weights in ``dtype``, moved to ``device``)."""
-    from unziplora.hf_env import prepare_hf
+    from unziplora.hf_env import prepare_hf, quiet_hf_logs
 
     prepare_hf()
     import torch
@@ -155,19 +193,8 @@ def load_pipeline(spec: BaseSpec, *, dtype: Any = None, device: str | None = Non
         kwargs["torch_dtype"] = dtype
     try:
         warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated", category=FutureWarning)
-        if spec.kind == "tiny":
-            from unziplora.tiny_sdxl import tiny_sdxl_dir
-
-            pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir(), **kwargs)
-        elif spec.kind == "folder":
-            pipe = StableDiffusionXLPipeline.from_pretrained(spec.ref, **kwargs)
-        elif spec.kind == "file":
-            from unziplora.single_file import check_sdxl_file
-
-            check_sdxl_file(spec.ref)
-            pipe = StableDiffusionXLPipeline.from_single_file(spec.ref, **kwargs)
-        else:
-            pipe = _load_from_hub(StableDiffusionXLPipeline, spec.ref, kwargs)
+        with quiet_hf_logs():  # their log lines would interleave with ours; failures become one line below
+            pipe = _from_source(StableDiffusionXLPipeline, spec, kwargs)
     except BaseModelError:
         raise
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
@@ -183,20 +210,51 @@ def load_pipeline(spec: BaseSpec, *, dtype: Any = None, device: str | None = Non
     return pipe
 
 
+def _from_source(cls: Any, spec: BaseSpec, kwargs: dict[str, Any]) -> Any:
+    """``cls.from_pretrained`` / ``from_single_file`` for the kind of base ``spec`` is."""
+    if spec.kind == "tiny":
+        from unziplora.tiny_sdxl import tiny_sdxl_dir
+
+        return cls.from_pretrained(tiny_sdxl_dir(), **kwargs)
+    if spec.kind == "folder":
+        from unziplora.hf_cache import sdxl_layout
+
+        layout = sdxl_layout(Path(spec.ref))
+        if not layout.complete:
+            raise BaseModelError(f"base model folder {spec.ref} lacks {layout.describe()}.")
+        return cls.from_pretrained(spec.ref, variant=layout.variant, **kwargs)
+    if spec.kind == "file":
+        check_file_base(spec.ref)
+        return cls.from_single_file(spec.ref, **kwargs)
+    return _load_from_hub(cls, spec.ref, kwargs)
+
+
 def _load_from_hub(cls: Any, repo_id: str, kwargs: dict[str, Any]) -> Any:
-    try:
-        return cls.from_pretrained(repo_id, local_files_only=True, **kwargs)
-    except OSError as cached_exc:
-        if _offline():
+    """Load the cached snapshot (the fp16 variant when only it is there); download it first when allowed.
+
+    Always loaded from the snapshot folder itself: what :func:`availability` (``doctor``) judged is
+    exactly what is read, and diffusers never asks the hub.
+    """
+    from unziplora.hf_cache import download, offline, sdxl_layout
+
+    snap, layout = _hub_layout(repo_id)
+    if snap is None or not layout.complete:
+        where = "is not in the local Hugging Face cache" if snap is None else f"is cached without {layout.describe()}"
+        if offline():
+            raise BaseModelError(f"base model {repo_id} {where} and HF_HUB_OFFLINE is set; {_fetch_hint(repo_id)}.")
+        try:
+            snap = download(repo_id)
+        except BaseModelError:
+            raise
+        except Exception as exc:  # the hub's errors (HTTP, connection, auth) differ by version
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BaseModelError(
-                f"base model {repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {_fetch_hint(repo_id)}."
-            ) from cached_exc
-    try:
-        return cls.from_pretrained(repo_id, **kwargs)
-    except OSError as exc:
-        raise BaseModelError(
-            f"base model {repo_id} is not in the local Hugging Face cache and could not be downloaded; {_fetch_hint(repo_id)}."
-        ) from exc
+                f"base model {repo_id} {where} and could not be downloaded ({reason}); {_fetch_hint(repo_id)}."
+            ) from exc
+        layout = sdxl_layout(snap)
+        if not layout.complete:
+            raise BaseModelError(f"base model {repo_id} was downloaded without {layout.describe()}.")
+    return cls.from_pretrained(str(snap), variant=layout.variant, **kwargs)
 
 
 def _check_sdxl(pipe: Any, spec: BaseSpec) -> None:

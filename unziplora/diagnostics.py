@@ -102,15 +102,25 @@ def registry_check(registry: Path) -> Check:
     return Check("registry", "ok", f"{registry} (writable, {state})")
 
 
-def base_check(settings: Settings) -> Check:
+def base_check(settings: Settings, *, reachable: Callable[[], bool] | None = None) -> Check:
+    """The base model: loadable as it is (ok), fetched by the first train (warn), or not usable (fail).
+
+    A hub base missing from the cache fails only when the hub cannot be reached (HF_HUB_OFFLINE, or
+    no connection): otherwise ``train`` downloads it, which is worth a warning, not a failure.
+    """
     from unziplora.base_model import availability, parse_base
+    from unziplora.hf_cache import hub_reachable, offline
 
     try:
         spec = parse_base(settings.base_model)
     except UnZipLoRAError as exc:
         return Check("base model", "fail", str(exc))
     ok, detail = availability(spec)
-    return Check("base model", "ok" if ok else "fail", f"{spec.ref}: {detail}")
+    if ok:
+        return Check("base model", "ok", f"{spec.ref}: {detail}")
+    if spec.kind == "hub" and not offline() and (reachable or hub_reachable)():
+        return Check("base model", "warn", f"{spec.ref}: will download on first use (the hub is reachable); {detail}")
+    return Check("base model", "fail", f"{spec.ref}: {detail}")
 
 
 def eval_model_checks() -> list[Check]:

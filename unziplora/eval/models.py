@@ -20,7 +20,7 @@ DEFAULT_DINO = "facebook/dinov2-base"
 
 
 def _offline() -> bool:
-    from unziplora.base_model import _offline as base_offline
+    from unziplora.hf_cache import offline as base_offline
 
     return base_offline()
 

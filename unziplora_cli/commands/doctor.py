@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from unziplora_cli._frame import JsonOpt, RegistryOpt, epilog, run_options
+from unziplora_cli._frame import BaseOpt, JsonOpt, RegistryOpt, epilog, run_options
 from unziplora_cli._output import emit_json, stdout_console
 
 MARK = {"ok": "ok", "warn": "warn", "fail": "FAIL"}
 
 
-def doctor(ctx: typer.Context, registry: RegistryOpt = None, json: JsonOpt = False) -> None:
-    """Check versions, device and precision, config, registry and base model. Exit 1 if something required is missing."""
+def doctor(ctx: typer.Context, base: BaseOpt = None, registry: RegistryOpt = None, json: JsonOpt = False) -> None:
+    """Check versions, device and precision, config, registry and base model (the configured one, or --base).
+    Exit 1 if something required is missing."""
     from unziplora.diagnostics import Check, run_checks
     from unziplora.errors import ConfigError
     from unziplora.settings import load_settings
 
     opts = run_options(ctx, registry=registry, json=json)
     try:
-        settings = load_settings(registry=opts.registry)
+        settings = load_settings(registry=opts.registry, base_model=base)
         checks = run_checks(settings)
     except ConfigError as exc:
         checks = [Check("config", "fail", str(exc))]
@@ -39,5 +40,7 @@ def doctor(ctx: typer.Context, registry: RegistryOpt = None, json: JsonOpt = Fal
 def register(app: typer.Typer) -> None:
     app.command(
         "doctor",
-        epilog=epilog("unzip doctor", "UNZIPLORA_BASE_MODEL=tiny-sdxl unzip doctor --json"),
+        epilog=epilog(
+            "unzip doctor", "unzip doctor --base ~/models/sdxl-finetune", "unzip doctor --base tiny-sdxl --json"
+        ),
     )(doctor)
