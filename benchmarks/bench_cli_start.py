@@ -1,7 +1,8 @@
 """Start-up cost of the light commands with a 1,000-entry registry.
 
 ``unzip --help``, ``list``, ``list --json``, ``list --runs``, ``show ID``, ``rm ID --dry-run`` and
-a bash TAB completion of ``unzip show <TAB>`` (all 1,000 ids). Each runs as a real subprocess (the
+a bash TAB completion of ``unzip show <TAB>`` (all 1,000 ids), and ``unzip -v`` handed on to
+Info-ZIP's unzip when that is installed. Each runs as a real subprocess (the
 installed ``unzip`` console script), alternating with ``python -c pass`` as the reference so both
 see the same machine load; we report medians of wall time and of CPU time (user + system), which
 is what wall time would be on an idle machine: these commands are single-threaded. Issue 14's
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -98,7 +100,7 @@ def _time(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 def light_commands(unzip: str, entry_id: str) -> dict[str, tuple[list[str], dict[str, str]]]:
     """name -> (argv, extra environment) of every light command measured."""
     completion = {"_UNZIP_COMPLETE": "complete_bash", "COMP_WORDS": "unzip show ", "COMP_CWORD": "2"}
-    return {
+    commands = {
         "unzip --help": ([unzip, "--help"], {}),
         "unzip list": ([unzip, "list"], {}),
         "unzip list --json": ([unzip, "list", "--json"], {}),
@@ -107,6 +109,11 @@ def light_commands(unzip: str, entry_id: str) -> dict[str, tuple[list[str], dict
         "unzip rm ID --dry-run": ([unzip, "rm", entry_id, "--dry-run"], {}),
         "unzip show <TAB>": ([unzip], completion),
     }
+    info_zip = shutil.which("unzip", path="/usr/bin:/bin")
+    if info_zip:  # `unzip -v` handed to Info-ZIP: what this tool adds to every archive command
+        path = os.pathsep.join([str(Path(unzip).parent), str(Path(info_zip).parent)])
+        commands["unzip -v (to Info-ZIP)"] = ([unzip, "-v"], {"PATH": path})
+    return commands
 
 
 def run(entries: int = 1000, repeats: int = 15) -> list[Row]:

@@ -52,9 +52,11 @@ def _looks_like_our_typo(word: str, commands: set[str]) -> bool:
     Info-ZIP would answer "cannot find or open trian, trian.zip or trian.ZIP"; ours suggests
     ``train``. An existing file (``trian`` or ``trian.zip``) still goes to Info-ZIP.
     """
+    if word.startswith("-"):  # an Info-ZIP option (`unzip -l x.zip`): never one of our commands
+        return False
     from unziplora_cli._usage import near_command
 
-    if word.startswith("-") or near_command(word, commands) is None:
+    if near_command(word, commands) is None:
         return False
     return not any(Path(word + suffix).exists() for suffix in ("", ".zip", ".ZIP"))
 
