@@ -87,6 +87,29 @@ def test_light_commands_import_neither_torch_nor_pydantic(isolated_env: Path) ->
     assert out.strip().splitlines()[-1] == "LOADED []"
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (["--json", "list"], {}, "list"),
+        (["--registry", "x", "show", "a"], {}, "show"),
+        (["--help"], {}, None),  # the root's help lists every command
+        (["trian"], {}, None),  # a typo: every command, so Click can suggest one
+        ([], {"COMP_WORDS": "unzip show ", "COMP_CWORD": "2"}, "show"),
+        ([], {"COMP_WORDS": "unzip sh", "COMP_CWORD": "1"}, None),  # completing the command name itself
+        ([], {"_TYPER_COMPLETE_ARGS": "unzip rm c"}, "rm"),
+        ([], {"_TYPER_COMPLETE_ARGS": "unzip li"}, None),
+    ],
+)
+def test_only_the_named_command_is_built(argv, env, expected, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unziplora_cli.app import command_named
+
+    if env:
+        monkeypatch.setenv("_UNZIP_COMPLETE", "complete_bash")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert command_named(argv) == expected
+
+
 def test_command_names_match_registered_commands() -> None:
     app = build_app()
     import typer.main

@@ -49,17 +49,20 @@ def build_app(prog: str = "unzip", *, only: str | None = None) -> Any:
     return app
 
 
-def _completion_words() -> list[str] | None:
-    """The words of a shell-completion request (the last one is being typed), or None when this is none."""
+def _completed_words() -> list[str] | None:
+    """During shell completion, the words after the program name that are already typed out
+    (the one being typed excluded, as Click and Typer split them); None when this is no completion."""
     if not any(key.startswith("_UNZIP") and key.endswith("_COMPLETE") for key in os.environ):
         return None
     import shlex
 
     try:
-        if "COMP_WORDS" in os.environ:  # bash
+        if "COMP_WORDS" in os.environ:  # bash: the words, and the index of the one being typed
             words = shlex.split(os.environ["COMP_WORDS"])
-            return words[: int(os.environ.get("COMP_CWORD", len(words) - 1)) + 1]
-        return shlex.split(os.environ.get("_TYPER_COMPLETE_ARGS", ""))  # zsh, fish, powershell
+            return words[1 : int(os.environ.get("COMP_CWORD", len(words)))]
+        typed = os.environ.get("_TYPER_COMPLETE_ARGS", "")  # zsh, fish, powershell
+        words = shlex.split(typed)[1:]
+        return words if typed.endswith(" ") else words[:-1]
     except ValueError:
         return []
 
@@ -69,10 +72,8 @@ def command_named(argv: Sequence[str]) -> str | None:
 
     During TAB completion the word being typed does not count: ``unzip li<TAB>`` needs them all.
     """
-    words = _completion_words()
-    if words is not None:
-        argv = words[1:-1]
-    word = passthrough.first_word(argv)
+    words = _completed_words()
+    word = passthrough.first_word(argv if words is None else words)
     return word if word in COMMAND_NAMES else None
 
 
