@@ -117,7 +117,7 @@ def test_lora_file_is_refused_as_a_base(tmp_path: Path, cli) -> None:
     base = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "base model")
     assert base["status"] == "fail"
     assert base["detail"] == (
-        f"{lora}: base model {lora} is a LoRA file, not a checkpoint: --base takes an SDXL checkpoint or "
+        f"base model {lora} is a LoRA file, not a checkpoint: --base takes an SDXL checkpoint or "
         "diffusers folder (bring a LoRA in with 'unzip import')."
     )
 

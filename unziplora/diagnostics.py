@@ -120,7 +120,7 @@ def base_check(settings: Settings, *, reachable: Callable[[], bool] | None = Non
         return Check("base model", "ok", f"{spec.ref}: {detail}")
     if spec.kind == "hub" and not offline() and (reachable or hub_reachable)():
         return Check("base model", "warn", f"{spec.ref}: will download on first use (the hub is reachable); {detail}")
-    return Check("base model", "fail", f"{spec.ref}: {detail}")
+    return Check("base model", "fail", detail if detail.startswith("base model") else f"{spec.ref}: {detail}")
 
 
 def eval_model_checks() -> list[Check]:
