@@ -207,7 +207,8 @@ def download(repo_id: str, *, say: Callable[[str], None] | None = None) -> Path:
         for item in planned:
             size = getattr(item, "file_size", None)
             shown = f" ({size / 1e9:.2f} GB)" if isinstance(size, int) and size >= 1e8 else ""
-            say(f"  {item.filename}{shown}")
+            if getattr(item, "will_download", True):  # already cached: nothing to say
+                say(f"  {item.filename}{shown}")
             hf_hub_download(repo_id, item.filename, revision=getattr(item, "commit_hash", None))
     found = snapshot_dir(repo_id)
     if found is None:

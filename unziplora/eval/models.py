@@ -43,8 +43,11 @@ def _load(cls: Any, ref: str, what: str) -> Any:
             raise BaseModelError(
                 f"{what} {ref} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; {hint}."
             ) from cached
+    from unziplora.hf_env import download_progress
+
     try:
-        return cls.from_pretrained(ref)
+        with download_progress():  # the hub's bars on a terminal: this may be a long download
+            return cls.from_pretrained(ref)
     except OSError as exc:
         raise BaseModelError(
             f"{what} {ref} is not in the local Hugging Face cache and could not be downloaded; {hint}."
