@@ -189,3 +189,26 @@ def test_readme_download_lines_fetch_what_the_loader_reads() -> None:
     repo = "stabilityai/stable-diffusion-xl-base-1.0"
     assert hf_cache.download_command(repo) in commands
     assert hf_cache.download_command(repo, "fp16") in commands
+
+
+def test_layout_accepts_sharded_weights_and_refuses_a_mix_of_variants(tmp_path: Path) -> None:
+    """Sharded weights count by their index file; half fp16, half full precision is loadable neither way."""
+    folder = tmp_path / "sdxl"
+    index = {"_class_name": "StableDiffusionXLPipeline", **{c: ["x", "y"] for c in hf_cache.PIPELINE_COMPONENTS}}
+    files = {"model_index.json": json.dumps(index), **{name: "{}" for name in hf_cache.CONFIGS[1:]}}
+    files.update({f"{t}/tokenizer.json": "{}" for t in hf_cache.TOKENIZERS})
+    files.update(
+        {
+            "unet/diffusion_pytorch_model.safetensors.index.json": "{}",
+            "vae/diffusion_pytorch_model.safetensors": "",
+            "text_encoder/model.safetensors": "",
+            "text_encoder_2/model.safetensors": "",
+        }
+    )
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    assert hf_cache.sdxl_layout(folder) == hf_cache.Layout(None, ())
+    (folder / "text_encoder_2" / "model.safetensors").rename(folder / "text_encoder_2" / "model.fp16.safetensors")
+    layout = hf_cache.sdxl_layout(folder)
+    assert layout.missing == ("text_encoder_2/model.safetensors",) and not layout.complete
