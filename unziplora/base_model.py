@@ -162,10 +162,9 @@ def load_pipeline(spec: BaseSpec, *, dtype: Any = None, device: str | None = Non
         elif spec.kind == "folder":
             pipe = StableDiffusionXLPipeline.from_pretrained(spec.ref, **kwargs)
         elif spec.kind == "file":
-            from unziplora.single_file import check_sdxl_file
+            from unziplora.single_file_load import load_single_file
 
-            check_sdxl_file(spec.ref)
-            pipe = StableDiffusionXLPipeline.from_single_file(spec.ref, **kwargs)
+            pipe = load_single_file(spec.ref, dtype=dtype)
         else:
             pipe = _load_from_hub(StableDiffusionXLPipeline, spec.ref, kwargs)
     except BaseModelError:
