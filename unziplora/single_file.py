@@ -48,6 +48,15 @@ def read_header(path: str | Path) -> dict[str, Any]:
     Raises:
         BaseModelError: not a readable safetensors file (one line).
     """
+    return read_header_at(path)[0]
+
+
+def read_header_at(path: str | Path) -> tuple[dict[str, Any], int]:
+    """:func:`read_header` and the file offset where tensor data starts (``data_offsets`` count from it).
+
+    Raises:
+        BaseModelError: not a readable safetensors file (one line).
+    """
     path = Path(path)
     try:
         with path.open("rb") as fh:
@@ -67,7 +76,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
     header.pop("__metadata__", None)
     if not all(isinstance(v, dict) and isinstance(v.get("shape"), list) for v in header.values()):
         raise BaseModelError(f"base model {path} is not a safetensors file (a tensor entry has no shape).")
-    return header
+    return header, 8 + size
 
 
 def header_keys(path: str | Path) -> list[str]:
