@@ -234,10 +234,15 @@ def folder_configs(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def first_difference(found: Mapping[str, Any], expected: Mapping[str, Any]) -> str | None:
-    """``"unet.depths: ... in the file, ... expected"`` for the first field that differs, else None."""
+    """``"unet.depths[middle_block.1] is 1 in the file, 10 in SDXL base 1.0"`` for the first field that differs."""
     for key, want in expected.items():
-        if found.get(key) != want:
-            return f"{key} is {found.get(key)} in the file, {want} in SDXL base 1.0"
+        got = found.get(key)
+        if isinstance(want, dict) and isinstance(got, dict):
+            for group in sorted(set(want) | set(got)):
+                if got.get(group) != want.get(group):
+                    return f"{key}[{group}] is {got.get(group)} in the file, {want.get(group)} in SDXL base 1.0"
+        elif got != want:
+            return f"{key} is {got} in the file, {want} in SDXL base 1.0"
     return None
 
 

@@ -1,0 +1,198 @@
+"""``--base FILE.safetensors``: an SGM-layout SDXL checkpoint loads offline with the folder's weights.
+
+The tiny base is written as an SGM-layout single file (``sgm_layout``) in fp32 (with an EMA copy
+that must be ignored) and in fp16 (a "pruned" file), both with the VAE baked in, and loaded with
+the network blocked and an empty Hugging Face cache. A header shaped like full SDXL (built on the
+meta device, no memory) must get the shipped SDXL base 1.0 configs and real CLIP tokenizers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sgm_layout import pipeline_to_sgm, write_sgm_file
+
+from unziplora.base_model import fingerprint, load_pipeline, parse_base
+from unziplora.errors import BaseModelError
+from unziplora.single_file import check_sdxl_file, config_folder
+
+COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> SimpleNamespace:
+    """The tiny folder's pipeline and its SGM-layout files: fp32 + EMA, fp16, fp32 without VAE."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from unziplora.tiny_sdxl import tiny_sdxl_dir
+
+    folder = tiny_sdxl_dir(tiny_cache)
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+    root = tmp_path_factory.mktemp("sgm")
+    return SimpleNamespace(
+        folder=folder,
+        pipe=pipe,
+        fp32=write_sgm_file(pipe, root / "tiny-fp32.safetensors", ema=True),
+        fp16=write_sgm_file(pipe, root / "tiny-fp16.safetensors", dtype=torch.float16),
+        no_vae=write_sgm_file(pipe, root / "tiny-novae.safetensors", vae=False),
+    )
+
+
+@pytest.fixture
+def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any connection attempt fails the test; the Hugging Face cache is empty."""
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the single-file load tried the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf" / "hub"))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_single_file_loads_offline_with_the_folders_weights(tiny_files, no_network, precision: str) -> None:
+    path = getattr(tiny_files, precision)
+    assert check_sdxl_file(path).has_ema == (precision == "fp32")
+    pipe = load_pipeline(parse_base(str(path)), dtype=torch.float32)
+    for component in COMPONENTS:
+        want = getattr(tiny_files.pipe, component).state_dict()
+        got = getattr(pipe, component).state_dict()
+        assert set(got) == set(want), component
+        for name, tensor in want.items():
+            # fp16 file: exactly the folder's weights rounded to fp16 (the EMA copy, +1, ignored).
+            expected = tensor if precision == "fp32" else tensor.half().float()
+            assert got[name].dtype == torch.float32 and torch.equal(got[name], expected), f"{component}.{name}"
+    assert dict(pipe.scheduler.config) == dict(tiny_files.pipe.scheduler.config)
+    assert pipe.tokenizer_2("a cat").input_ids == tiny_files.pipe.tokenizer_2("a cat").input_ids
+
+
+def test_train_on_single_file_through_the_cli(cli, tiny_files, no_network, isolated_env: Path, tmp_path: Path) -> None:
+    image = tmp_path / "cat.png"
+    Image.fromarray((np.random.RandomState(0).rand(64, 64, 3) * 255).astype("uint8")).save(image)
+    result = cli(
+        "train",
+        str(image),
+        "--subject",
+        "cat",
+        "--style",
+        "sketch",
+        "--steps",
+        "2",
+        "--base",
+        str(tiny_files.fp16),
+        "--resolution",
+        "64",
+        "--preview-steps",
+        "1",
+        "--device",
+        "cpu",
+    )
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((isolated_env / "entries" / result.stdout.strip() / "entry.json").read_text())
+    assert record["base"]["kind"] == "file" and record["base"]["ref"] == str(tiny_files.fp16.resolve())
+    # The same weights as the builtin tiny base: entries trained on either combine (issue 14.12).
+    assert record["base"]["fingerprint"] == fingerprint(parse_base("tiny-sdxl"))
+
+
+def test_file_without_vae_is_refused_from_its_header(tiny_files) -> None:
+    expected = (
+        f"base model {tiny_files.no_vae} is an SDXL checkpoint without its VAE (no first_stage_model.* tensors); "
+        "UnZipLoRA needs a full single file (UNet, both text encoders and a baked-in VAE) or a diffusers SDXL folder."
+    )
+    with pytest.raises(BaseModelError) as info:
+        load_pipeline(parse_base(str(tiny_files.no_vae)))
+    assert str(info.value) == expected
+
+
+def _header_only_file(path: Path, state: dict[str, torch.Tensor]) -> Path:
+    """A safetensors header for ``state`` (names and shapes; meta tensors, so no data follows)."""
+    header: dict[str, object] = {}
+    offset = 0
+    for name, tensor in state.items():
+        size = 2 * tensor.numel()
+        header[name] = {"dtype": "F16", "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sdxl_state() -> dict[str, torch.Tensor]:
+    """Full-size SDXL base 1.0 in SGM names, built from the shipped configs on the meta device."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from unziplora.single_file_config import shipped_config_text
+
+    def config(name: str) -> dict:
+        return json.loads(shipped_config_text(f"{name}/config.json"))
+
+    with torch.device("meta"):
+        pipe = SimpleNamespace(
+            unet=UNet2DConditionModel.from_config(config("unet")),
+            vae=AutoencoderKL.from_config(config("vae")),
+            text_encoder=CLIPTextModel(CLIPTextConfig.from_dict(config("text_encoder"))),
+            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig.from_dict(config("text_encoder_2"))),
+        )
+        return pipeline_to_sgm(pipe)
+
+
+def test_sdxl_shaped_file_gets_shipped_configs_and_clip_tokenizers(sdxl_state, tmp_path: Path) -> None:
+    from transformers import CLIPTokenizer
+
+    path = _header_only_file(tmp_path / "juggernaut.safetensors", sdxl_state)
+    name, folder = config_folder(check_sdxl_file(path))
+    assert name == "SDXL base 1.0"
+    assert json.loads((folder / "unet" / "config.json").read_text())["block_out_channels"] == [320, 640, 1280]
+    clip_l = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    big_g = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2", local_files_only=True)
+    # CLIP's own ids (openai/clip-vit-large-patch14's vocab.json); bigG pads with "!" (id 0) as in SDXL.
+    assert len(clip_l) == 49408 and clip_l.bos_token_id == 49406 and clip_l.eos_token_id == 49407
+    assert clip_l("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert big_g("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert clip_l.pad_token_id == 49407 and big_g.pad_token_id == 0
+
+
+def test_sdxl_family_file_of_another_architecture_is_refused(sdxl_state, tmp_path: Path) -> None:
+    # A pruned variant (SSD-1B style): the middle block keeps one transformer block of ten.
+    pruned = {k: v for k, v in sdxl_state.items() if not k.startswith(tuple(_mid_blocks(1, 10)))}
+    path = _header_only_file(tmp_path / "pruned.safetensors", pruned)
+    with pytest.raises(BaseModelError) as info:
+        config_folder(check_sdxl_file(path))
+    assert str(info.value) == (
+        f"base model {path} is an SDXL-family checkpoint not shaped like SDXL base 1.0 "
+        "(unet.depths[middle_block.1] is 1 in the file, 10 in SDXL base 1.0); "
+        "UnZipLoRA loads single files of SDXL's own architecture only: convert it to a diffusers folder and pass that."
+    )
+
+
+def _mid_blocks(start: int, stop: int) -> list[str]:
+    return [f"model.diffusion_model.middle_block.1.transformer_blocks.{i}." for i in range(start, stop)]
+
+
+def test_fingerprint_is_the_weights_however_the_base_is_referenced(tiny_files, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_files.folder, copy)
+    refs = ["tiny-sdxl", str(copy), str(tiny_files.fp32), str(tiny_files.fp16)]
+    prints = {ref: fingerprint(parse_base(ref)) for ref in refs}
+    assert len(set(prints.values())) == 1 and prints["tiny-sdxl"].startswith("w1:"), prints
+    # Other weights (one UNet value changed in the copy) are another base.
+    weights = copy / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(weights))
+    state["conv_in.weight"][0, 0, 0, 0] += 1.0
+    save_file(state, str(weights))
+    assert fingerprint(parse_base(str(copy))) != prints["tiny-sdxl"]
