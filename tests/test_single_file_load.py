@@ -196,3 +196,39 @@ def test_fingerprint_is_the_weights_however_the_base_is_referenced(tiny_files, t
     state["conv_in.weight"][0, 0, 0, 0] += 1.0
     save_file(state, str(weights))
     assert fingerprint(parse_base(str(copy))) != prints["tiny-sdxl"]
+
+
+def test_entries_on_the_same_weights_combine_however_the_base_was_given(cli, tiny_files, tmp_path: Path) -> None:
+    """Issue 14.12: compose and export --style-from compare weights, not the --base strings."""
+    from generate_helpers import make_entry
+
+    from unziplora.registry import Registry
+
+    reg = Registry.from_settings()
+    base_name = {"ref": "tiny-sdxl", "kind": "tiny", "fingerprint": fingerprint(parse_base("tiny-sdxl"))}
+    base_file = {
+        "ref": str(tiny_files.fp16),
+        "kind": "file",
+        "fingerprint": fingerprint(parse_base(str(tiny_files.fp16))),
+    }
+    on_name = make_entry(reg, subject="cat", style="sketch", seed=1, base=base_name)
+    on_file = make_entry(reg, subject="rose", style="pop art", seed=2, base=base_file)
+    elsewhere = make_entry(
+        reg,
+        subject="dog",
+        style="oil",
+        seed=3,
+        base={"ref": str(tmp_path / "other.safetensors"), "fingerprint": "w1:0"},
+    )
+    fast = ["--steps", "1", "--width", "64", "--height", "64", "-o", str(tmp_path / "out")]
+    composed = cli("compose", "--content", on_name.id, "--style", on_file.id, *fast)
+    assert composed.exit_code == 0, composed.stderr
+    (tmp_path / "x").mkdir()
+    exported = cli("export", on_name.id, "--part", "both", "--style-from", on_file.id, "-o", str(tmp_path / "x"))
+    assert exported.exit_code == 0, exported.stderr
+    refused = cli("compose", "--content", on_file.id, "--style", elsewhere.id, *fast)
+    assert refused.exit_code == 1
+    assert refused.stderr.splitlines()[-1] == (
+        f"error: cannot combine {on_file.id} and {elsewhere.id}: they were trained on different base models "
+        f"({tiny_files.fp16} vs {tmp_path / 'other.safetensors'}); pick a content and a style entry trained on the same base"
+    )

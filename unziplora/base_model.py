@@ -160,7 +160,17 @@ def availability(spec: BaseSpec) -> tuple[bool, str]:
     """Whether the base can be loaded without network, and a short explanation."""
     if spec.kind == "tiny":
         return True, "builtin, generated locally"
-    if spec.kind in {"folder", "file"}:
+    if spec.kind == "file":
+        from unziplora.single_file import check_sdxl_file
+
+        if not Path(spec.ref).is_file():
+            return False, f"{spec.ref} does not exist"
+        try:
+            info = check_sdxl_file(spec.ref)
+        except BaseModelError as exc:
+            return False, str(exc)
+        return True, f"SDXL single file ({info.describe()}), loaded offline"
+    if spec.kind == "folder":
         return Path(spec.ref).exists(), spec.ref
     snap = _hub_snapshot(spec.ref)
     if snap is None:
