@@ -9,6 +9,7 @@ meta device, no memory) must get the shipped SDXL base 1.0 configs and real CLIP
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import struct
@@ -49,7 +50,9 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Si
 
 @pytest.fixture
 def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any connection attempt fails the test; the Hugging Face cache is empty."""
+    """Any connection attempt fails the test; the Hugging Face cache is empty; offline mode is off
+    (conftest turns it on for every test), so only the loader's own forcing keeps the hub away."""
+    import huggingface_hub.constants
 
     def refuse(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("the single-file load tried the network")
@@ -58,6 +61,19 @@ def no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf" / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+def test_hub_offline_forces_and_restores_offline_mode(no_network) -> None:
+    import huggingface_hub.constants
+
+    from unziplora.hf_env import hub_offline
+
+    with hub_offline():
+        assert huggingface_hub.constants.is_offline_mode() and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert not huggingface_hub.constants.is_offline_mode() and "HF_HUB_OFFLINE" not in os.environ
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
