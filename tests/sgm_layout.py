@@ -118,9 +118,23 @@ def pipeline_to_sgm(pipe: Any, *, vae: bool = True, ema: bool = False) -> dict[s
 
 
 def write_sgm_file(
-    pipe: Any, path: Path, *, dtype: torch.dtype = torch.float32, vae: bool = True, ema: bool = False
+    pipe: Any,
+    path: Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    vae: bool = True,
+    ema: bool = False,
+    extras: bool = False,
 ) -> Path:
-    """Save ``pipe`` as one SGM-layout safetensors file in ``dtype`` (fp16 = a "pruned" file)."""
+    """Save ``pipe`` as one SGM-layout safetensors file in ``dtype`` (fp16 = a "pruned" file).
+
+    ``extras`` adds the non-weight tensors many real files carry: CLIP-L's integer ``position_ids``
+    and the EMA bookkeeping scalars, without an EMA copy.
+    """
     state = {k: v.detach().to(dtype).contiguous() for k, v in pipeline_to_sgm(pipe, vae=vae, ema=ema).items()}
+    if extras:
+        state[CLIP_L_PREFIX + "text_model.embeddings.position_ids"] = torch.arange(77)[None]
+        state["model_ema.decay"] = torch.tensor(0.9999)
+        state["model_ema.num_updates"] = torch.tensor(1000, dtype=torch.int32)
     save_file(state, str(path), metadata={"format": "pt"})
     return path

@@ -31,7 +31,7 @@ COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> SimpleNamespace:
-    """The tiny folder's pipeline and its SGM-layout files: fp32 + EMA, fp16, fp32 without VAE."""
+    """The tiny folder's pipeline and its SGM-layout files: fp32 + EMA, fp16 + position_ids, fp32 without VAE."""
     from diffusers import StableDiffusionXLPipeline
 
     from unziplora.tiny_sdxl import tiny_sdxl_dir
@@ -43,7 +43,7 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Si
         folder=folder,
         pipe=pipe,
         fp32=write_sgm_file(pipe, root / "tiny-fp32.safetensors", ema=True),
-        fp16=write_sgm_file(pipe, root / "tiny-fp16.safetensors", dtype=torch.float16),
+        fp16=write_sgm_file(pipe, root / "tiny-fp16.safetensors", dtype=torch.float16, extras=True),
         no_vae=write_sgm_file(pipe, root / "tiny-novae.safetensors", vae=False),
     )
 
@@ -79,7 +79,11 @@ def test_hub_offline_forces_and_restores_offline_mode(no_network) -> None:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_single_file_loads_offline_with_the_folders_weights(tiny_files, no_network, precision: str) -> None:
     path = getattr(tiny_files, precision)
-    assert check_sdxl_file(path).has_ema == (precision == "fp32")
+    info = check_sdxl_file(path)
+    assert info.has_ema == (precision == "fp32")
+    assert info.describe() == (
+        "f32 UNet, baked-in VAE, EMA copy ignored" if precision == "fp32" else "f16 UNet, baked-in VAE"
+    )
     pipe = load_pipeline(parse_base(str(path)), dtype=torch.float32)
     for component in COMPONENTS:
         want = getattr(tiny_files.pipe, component).state_dict()
@@ -145,8 +149,8 @@ def _header_only_file(path: Path, state: dict[str, torch.Tensor]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sdxl_state() -> dict[str, torch.Tensor]:
-    """Full-size SDXL base 1.0 in SGM names, built from the shipped configs on the meta device."""
+def sdxl_meta() -> SimpleNamespace:
+    """Full-size SDXL base 1.0 built from the shipped configs on the meta device (no memory)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -162,7 +166,44 @@ def sdxl_state() -> dict[str, torch.Tensor]:
             text_encoder=CLIPTextModel(CLIPTextConfig.from_dict(config("text_encoder"))),
             text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig.from_dict(config("text_encoder_2"))),
         )
-        return pipeline_to_sgm(pipe)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def sdxl_state(sdxl_meta: SimpleNamespace) -> dict[str, torch.Tensor]:
+    """Full-size SDXL base 1.0 in SGM names (meta tensors)."""
+    with torch.device("meta"):
+        return pipeline_to_sgm(sdxl_meta)
+
+
+def test_full_size_sgm_names_convert_back_with_the_shipped_configs(sdxl_meta, sdxl_state) -> None:
+    """At SDXL's real widths, diffusers' own converters, given the shipped configs, turn the SGM
+    names back into exactly every tensor name and shape of the models (1680 UNet, 248 VAE,
+    196 + 517 text-encoder tensors): what a real A1111 file goes through, checked without memory."""
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_clip_checkpoint,
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        convert_open_clip_checkpoint,
+    )
+
+    from unziplora.single_file import OPEN_CLIP
+    from unziplora.single_file_config import shipped_config_text
+
+    def shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+        return {k.removeprefix("text_model."): tuple(v.shape) for k, v in state.items()}
+
+    with torch.device("meta"):
+        converted = {
+            "unet": convert_ldm_unet_checkpoint(sdxl_state, json.loads(shipped_config_text("unet/config.json"))),
+            "vae": convert_ldm_vae_checkpoint(sdxl_state, json.loads(shipped_config_text("vae/config.json"))),
+            "text_encoder": convert_ldm_clip_checkpoint(sdxl_state),
+            "text_encoder_2": convert_open_clip_checkpoint(sdxl_meta.text_encoder_2, sdxl_state, prefix=OPEN_CLIP),
+        }
+    for component, state in converted.items():
+        want = getattr(sdxl_meta, component).state_dict()
+        got = shapes(state) if component == "text_encoder" else {k: tuple(v.shape) for k, v in state.items()}
+        assert got == {k: tuple(v.shape) for k, v in want.items()}, component
 
 
 def test_sdxl_shaped_file_gets_shipped_configs_and_clip_tokenizers(sdxl_state, tmp_path: Path) -> None:

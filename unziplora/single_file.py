@@ -113,13 +113,13 @@ class SingleFile:
 
     path: Path
     shapes: dict[str, tuple[int, ...]]
-    dtypes: frozenset[str]  # safetensors dtypes of the model's tensors ("F16", "F32", "BF16")
-    has_ema: bool  # model_ema.* tensors present (ignored: the file's model is the non-EMA one)
+    dtypes: frozenset[str]  # safetensors dtypes of the UNet's tensors ("F16", "F32", "BF16")
+    has_ema: bool  # an EMA copy of the UNet (model_ema.diffusion_model*), ignored: the file's model is the other
 
     def describe(self) -> str:
         """A short note on what is in the file, for a status line."""
         kinds = "/".join(sorted(d.lower() for d in self.dtypes))
-        return f"{kinds} weights, baked-in VAE" + (", EMA copy ignored" if self.has_ema else "")
+        return f"{kinds} UNet, baked-in VAE" + (", EMA copy ignored" if self.has_ema else "")
 
 
 def check_sdxl_file(path: str | Path) -> SingleFile:
@@ -138,8 +138,8 @@ def check_sdxl_file(path: str | Path) -> SingleFile:
     return SingleFile(
         path=Path(path),
         shapes={k: tuple(int(n) for n in v["shape"]) for k, v in model.items()},
-        dtypes=frozenset(str(v.get("dtype")) for v in model.values()),
-        has_ema=len(model) != len(header),
+        dtypes=frozenset(str(v.get("dtype")) for k, v in model.items() if k.startswith(UNET)),
+        has_ema=any(key.startswith(EMA + "diffusion_model") for key in header),
     )
 
 
