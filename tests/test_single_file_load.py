@@ -256,7 +256,7 @@ def test_fingerprint_is_the_weights_however_the_base_is_referenced(tiny_files, t
 
 
 def test_entries_on_the_same_weights_combine_however_the_base_was_given(cli, tiny_files, tmp_path: Path) -> None:
-    """Issue 14.12: compose and export --style-from compare weights, not the --base strings."""
+    """Issue 14.12: compose, export --style-from and eval compare weights, not the --base strings."""
     from generate_helpers import make_entry
 
     from unziplora.registry import Registry
@@ -283,34 +283,18 @@ def test_entries_on_the_same_weights_combine_however_the_base_was_given(cli, tin
     (tmp_path / "x").mkdir()
     exported = cli("export", on_name.id, "--part", "both", "--style-from", on_file.id, "-o", str(tmp_path / "x"))
     assert exported.exit_code == 0, exported.stderr
+    # eval's one-base check: past it, the missing CLIP folder is the error.
+    no_clip = tmp_path / "no-clip"
+    together = cli("eval", on_name.id, on_file.id, "--clip", str(no_clip))
+    assert together.exit_code == 1 and together.stderr.strip() == f"error: CLIP model folder {no_clip} does not exist."
+    apart = cli("eval", on_name.id, elsewhere.id, "--clip", str(no_clip))
+    assert apart.exit_code == 1 and apart.stderr.strip() == (
+        f"error: the entries were trained on different base models ({tmp_path / 'other.safetensors'}, tiny-sdxl); "
+        "evaluate them separately."
+    )
     refused = cli("compose", "--content", on_file.id, "--style", elsewhere.id, *fast)
     assert refused.exit_code == 1
     assert refused.stderr.splitlines()[-1] == (
         f"error: cannot combine {on_file.id} and {elsewhere.id}: they were trained on different base models "
         f"({tiny_files.fp16} vs {tmp_path / 'other.safetensors'}); pick a content and a style entry trained on the same base"
-    )
-
-
-def test_eval_takes_entries_on_the_same_weights_together(cli, tiny_files, tmp_path: Path) -> None:
-    """eval's one-base check compares weights too: past it, the missing CLIP folder is the error."""
-    from generate_helpers import make_entry
-
-    from unziplora.registry import Registry
-
-    reg = Registry.from_settings()
-    tiny = {"ref": "tiny-sdxl", "kind": "tiny", "fingerprint": fingerprint(parse_base("tiny-sdxl"))}
-    on_file = {
-        "ref": str(tiny_files.fp32),
-        "kind": "file",
-        "fingerprint": fingerprint(parse_base(str(tiny_files.fp32))),
-    }
-    a, b = make_entry(reg, seed=1, base=tiny), make_entry(reg, subject="rose", style="pop art", seed=2, base=on_file)
-    other = make_entry(reg, subject="dog", style="oil", seed=3, base={"ref": "someone/sdxl", "fingerprint": "w1:0"})
-    no_clip = tmp_path / "no-clip"
-    together = cli("eval", a.id, b.id, "--clip", str(no_clip))
-    assert together.exit_code == 1 and together.stderr.strip() == f"error: CLIP model folder {no_clip} does not exist."
-    apart = cli("eval", a.id, other.id, "--clip", str(no_clip))
-    assert apart.exit_code == 1
-    assert apart.stderr.strip() == (
-        "error: the entries were trained on different base models (someone/sdxl, tiny-sdxl); evaluate them separately."
     )
