@@ -24,7 +24,8 @@ from sgm_layout import pipeline_to_sgm, write_sgm_file
 
 from unziplora.base_model import fingerprint, load_pipeline, parse_base
 from unziplora.errors import BaseModelError
-from unziplora.single_file import check_sdxl_file, config_folder
+from unziplora.single_file import check_sdxl_file
+from unziplora.single_file_arch import config_folder
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 

@@ -1,7 +1,7 @@
 """Loading an SDXL single file (SGM / A1111 layout) as a diffusers pipeline, with no network.
 
 diffusers' ``from_single_file`` converts the weights; everything else comes from a local config
-folder chosen by the header's shapes (:func:`unziplora.single_file.config_folder`), and the hub is
+folder chosen by the header's shapes (:func:`unziplora.single_file_arch.config_folder`), and the hub is
 switched off for the whole load (:func:`unziplora.hf_env.hub_offline`), so an empty Hugging Face
 cache and no network are fine. Heavy: imports torch and diffusers.
 """
@@ -13,7 +13,8 @@ from typing import Any
 
 from unziplora.errors import BaseModelError
 from unziplora.hf_env import hub_offline
-from unziplora.single_file import OPEN_CLIP, check_sdxl_file, config_folder
+from unziplora.single_file import OPEN_CLIP, check_sdxl_file
+from unziplora.single_file_arch import config_folder
 
 
 def _open_clip_text_encoder(path: Path, config: Path, dtype: Any) -> Any:

@@ -95,7 +95,8 @@ def unet_layout(spec: BaseSpec) -> dict[str, Any]:
         config = _folder_config(snapshot) if snapshot is not None else None
     elif spec.kind == "file":
         from unziplora.errors import BaseModelError
-        from unziplora.single_file import check_sdxl_file, config_folder
+        from unziplora.single_file import check_sdxl_file
+        from unziplora.single_file_arch import config_folder
 
         try:
             config = _folder_config(config_folder(check_sdxl_file(spec.ref))[1])
