@@ -29,7 +29,7 @@ def _open_clip_text_encoder(path: Path, config: Path, dtype: Any) -> Any:
     from transformers import CLIPTextModelWithProjection
 
     with safe_open(str(path), framework="pt") as handle:
-        tensors = {key: handle.get_tensor(key) for key in handle.keys() if key.startswith(OPEN_CLIP)}  # noqa: SIM118
+        tensors = {key: handle.get_tensor(key) for key in handle.keys() if key.startswith(OPEN_CLIP)}  # noqa: SIM118 - safe_open handles are not iterable
     return create_diffusers_clip_model_from_ldm(
         CLIPTextModelWithProjection,
         checkpoint=tensors,
