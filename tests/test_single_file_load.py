@@ -281,6 +281,10 @@ def test_entries_on_the_same_weights_combine_however_the_base_was_given(cli, tin
     fast = ["--steps", "1", "--width", "64", "--height", "64", "-o", str(tmp_path / "out")]
     composed = cli("compose", "--content", on_name.id, "--style", on_file.id, *fast)
     assert composed.exit_code == 0, composed.stderr
+    # --base naming the same weights another way is no change of base: no "generating on ... as asked" note.
+    rebased = cli("compose", "--content", on_file.id, "--base", "tiny-sdxl", *fast, "--force")
+    assert rebased.exit_code == 0, rebased.stderr
+    assert "as asked" not in rebased.stderr
     (tmp_path / "x").mkdir()
     exported = cli("export", on_name.id, "--part", "both", "--style-from", on_file.id, "-o", str(tmp_path / "x"))
     assert exported.exit_code == 0, exported.stderr
