@@ -32,7 +32,7 @@ COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> SimpleNamespace:
-    """The tiny folder's pipeline and its SGM-layout files: fp32 + EMA, fp16 + position_ids, fp32 without VAE."""
+    """The tiny folder's pipeline and its SGM-layout files: fp32 + EMA, fp16 + position_ids, bf16, no VAE."""
     from diffusers import StableDiffusionXLPipeline
 
     from unziplora.tiny_sdxl import tiny_sdxl_dir
@@ -45,6 +45,7 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Si
         pipe=pipe,
         fp32=write_sgm_file(pipe, root / "tiny-fp32.safetensors", ema=True),
         fp16=write_sgm_file(pipe, root / "tiny-fp16.safetensors", dtype=torch.float16, extras=True),
+        bf16=write_sgm_file(pipe, root / "tiny-bf16.safetensors", dtype=torch.bfloat16),
         no_vae=write_sgm_file(pipe, root / "tiny-novae.safetensors", vae=False),
     )
 
@@ -77,13 +78,21 @@ def test_hub_offline_forces_and_restores_offline_mode(no_network) -> None:
     assert not huggingface_hub.constants.is_offline_mode() and "HF_HUB_OFFLINE" not in os.environ
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+ROUNDED = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@pytest.mark.parametrize("precision", list(ROUNDED))
 def test_single_file_loads_offline_with_the_folders_weights(tiny_files, no_network, precision: str) -> None:
     path = getattr(tiny_files, precision)
     info = check_sdxl_file(path)
     assert info.has_ema == (precision == "fp32")
-    assert info.describe() == (
-        "f32 UNet, baked-in VAE, EMA copy ignored" if precision == "fp32" else "f16 UNet, baked-in VAE"
+    assert (
+        info.describe()
+        == {
+            "fp32": "f32 UNet, baked-in VAE, EMA copy ignored",
+            "fp16": "f16 UNet, baked-in VAE",
+            "bf16": "bf16 UNet, baked-in VAE",
+        }[precision]
     )
     pipe = load_pipeline(parse_base(str(path)), dtype=torch.float32)
     for component in COMPONENTS:
@@ -91,8 +100,8 @@ def test_single_file_loads_offline_with_the_folders_weights(tiny_files, no_netwo
         got = getattr(pipe, component).state_dict()
         assert set(got) == set(want), component
         for name, tensor in want.items():
-            # fp16 file: exactly the folder's weights rounded to fp16 (the EMA copy, +1, ignored).
-            expected = tensor if precision == "fp32" else tensor.half().float()
+            # fp16/bf16 file: exactly the folder's weights rounded to it (the fp32 file's EMA copy, +1, ignored).
+            expected = tensor.to(ROUNDED[precision]).float()
             assert got[name].dtype == torch.float32 and torch.equal(got[name], expected), f"{component}.{name}"
     assert dict(pipe.scheduler.config) == dict(tiny_files.pipe.scheduler.config)
     assert pipe.tokenizer_2("a cat").input_ids == tiny_files.pipe.tokenizer_2("a cat").input_ids
