@@ -95,11 +95,14 @@ def test_cli_refuses_sd15_file_with_one_line(cli, tmp_path: Path, monkeypatch: p
         "sketch",
     )
     assert result.exit_code == 1
+    assert not (tmp_path / "registry").exists()  # refused before the registry is made
     lines = result.stderr.strip().splitlines()
-    assert lines[-1] == (
-        f"error: base model {path} is an SD 1.5 checkpoint, not SDXL; UnZipLoRA needs an SDXL single file "
-        "(SGM/A1111 layout) or a diffusers SDXL folder."
-    )
+    assert lines == [
+        (
+            f"error: base model {path} is an SD 1.5 checkpoint, not SDXL; UnZipLoRA needs an SDXL single file "
+            "(SGM/A1111 layout) or a diffusers SDXL folder."
+        )
+    ]
 
 
 def test_shipped_sdxl_unet_config_has_sdxl_size() -> None:

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 from transfer_helpers import fake_official, make_entry, read, run_unet, snapshot, tiny_unet
 
-from unziplora.base_model import parse_base
+from unziplora.base_model import fingerprint, parse_base
 from unziplora.formats.io import read_safetensors, write_safetensors
 from unziplora.registry import Registry
 from unziplora.transfer.layout import base_projection_shapes
@@ -106,7 +106,7 @@ def test_official_output_imports_from_any_piece(cli, reg, official, given):
     entry = imported(cli, reg, given.format(X=stem), *WORDS)
     rec = entry.record
     assert rec["kind"] == "imported" and rec["imported"] is True
-    assert rec["base"] == {"ref": "tiny-sdxl", "kind": "tiny", "fingerprint": "tiny-sdxl-v1"}
+    assert rec["base"] == {"ref": "tiny-sdxl", "kind": "tiny", "fingerprint": fingerprint(parse_base("tiny-sdxl"))}
     assert rec["prompts"] == {
         "combined": "A monadikos cat in sketch style",
         "content": "A monadikos cat",

@@ -84,17 +84,33 @@ def _hub_snapshot(repo_id: str) -> Path | None:
 
 
 def fingerprint(spec: BaseSpec) -> str:
-    """A short digest that changes when the base's weights change; cheap to compute."""
-    digest = hashlib.sha256()
+    """A short digest of the base's weights, equal for the same weights however they are referenced.
+
+    A weights fingerprint (``w1:...``, see :mod:`unziplora.weights_fingerprint`) when the UNet's
+    safetensors can be read; otherwise (a hub id not cached yet, ``.bin`` weights) a digest of
+    what names the base, which only ever equals itself.
+    """
+    from unziplora import weights_fingerprint as weights
+
     if spec.kind == "tiny":
-        return f"tiny-sdxl-v{TINY_SDXL_VERSION}"
+        from unziplora.tiny_sdxl import tiny_sdxl_dir
+
+        found = weights.folder_fingerprint(tiny_sdxl_dir())
+        return found or f"tiny-sdxl-v{TINY_SDXL_VERSION}"
+    digest = hashlib.sha256()
     if spec.kind == "hub":
         snap = _hub_snapshot(spec.ref)
+        found = weights.folder_fingerprint(snap) if snap is not None else None
+        if found:
+            return found
         digest.update(spec.ref.encode())
         if snap is not None:
             digest.update(snap.name.encode())  # the commit hash of the cached snapshot
         return digest.hexdigest()[:16]
     path = Path(spec.ref)
+    found = weights.folder_fingerprint(path) if spec.kind == "folder" else weights.file_fingerprint(path)
+    if found:
+        return found
     if spec.kind == "folder":
         unet_config = path / "unet" / "config.json"
         if unet_config.is_file():
@@ -109,6 +125,19 @@ def fingerprint(spec: BaseSpec) -> str:
         handle.seek(max(0, size - (1 << 20)))
         digest.update(handle.read(1 << 20))
     return digest.hexdigest()[:16]
+
+
+def same_base(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two entries' ``base`` records name the same weights.
+
+    Equal fingerprints mean the same weights whether they came as a hub id, a folder or a single
+    file. The same ``ref`` with another fingerprint (a Hugging Face snapshot updated in place, or
+    entries older than weights fingerprints) still counts as one base: the user could not fix
+    that anyway.
+    """
+    if a.get("fingerprint") and a.get("fingerprint") == b.get("fingerprint"):
+        return True
+    return bool(a.get("ref")) and a.get("ref") == b.get("ref")
 
 
 def _fetch_hint(repo_id: str) -> str:
@@ -158,8 +187,12 @@ def availability(spec: BaseSpec) -> tuple[bool, str]:
         return True, "builtin, generated locally"
     try:
         if spec.kind == "file":
+            from unziplora.single_file import check_sdxl_file
+
+            if not Path(spec.ref).is_file():
+                return False, f"{spec.ref} does not exist"
             check_file_base(spec.ref)
-            return True, spec.ref
+            return True, f"SDXL single file ({check_sdxl_file(spec.ref).describe()}), loaded offline"
         if spec.kind == "folder":
             from unziplora.hf_cache import sdxl_layout
 
@@ -225,7 +258,9 @@ def _from_source(cls: Any, spec: BaseSpec, kwargs: dict[str, Any]) -> Any:
         return cls.from_pretrained(spec.ref, variant=layout.variant, **kwargs)
     if spec.kind == "file":
         check_file_base(spec.ref)
-        return cls.from_single_file(spec.ref, **kwargs)
+        from unziplora.single_file_load import load_single_file
+
+        return load_single_file(spec.ref, dtype=kwargs.get("torch_dtype"))
     return _load_from_hub(cls, spec.ref, kwargs)
 
 

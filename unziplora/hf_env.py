@@ -110,3 +110,26 @@ def quiet_hf_logs() -> Iterator[list[logging.LogRecord]]:
         if os.environ.get("UNZIPLORA_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}:
             for record in collector.records:
                 print(f"[{record.name}] {record.getMessage()}", file=sys.stderr)
+
+
+@contextmanager
+def hub_offline() -> Iterator[None]:
+    """Hugging Face offline mode for the duration of the block, whatever the environment says.
+
+    ``HF_HUB_OFFLINE`` is read once, when huggingface_hub is imported, so setting the variable
+    is not enough inside a running process: the library's constant is switched too. With it on,
+    any attempt to reach the hub fails at once instead of waiting on the network.
+    """
+    import huggingface_hub.constants as hub_constants
+
+    saved_env, saved_flag = os.environ.get("HF_HUB_OFFLINE"), hub_constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = saved_flag
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env

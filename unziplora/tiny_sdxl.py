@@ -14,7 +14,6 @@ with ``from_pretrained`` exactly like a real SDXL folder. Its images are noise.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -79,38 +78,15 @@ VAE_CONFIG: dict[str, Any] = {
 }
 
 
-def _byte_chars() -> list[str]:
-    """The 256 printable stand-ins CLIP's byte-level BPE uses for the bytes 0..255."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
 def _write_tokenizer_files(folder: Path) -> None:
     """A character-level CLIP vocabulary: every byte alone and word-final, no merges.
 
     Different prompts therefore give different token ids (unlike a handful-of-words test vocab,
     where most words become ``<unk>``), which the prompt-separation tests rely on.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = _byte_chars()
-    vocab: dict[str, int] = {}
-    for c in chars:
-        vocab[c] = len(vocab)
-    for c in chars:
-        vocab[c + "</w>"] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    from unziplora.clip_bpe import write_tokenizer_files
+
+    write_tokenizer_files(folder, merges=[])
 
 
 def build_tiny_sdxl_pipeline() -> Any:

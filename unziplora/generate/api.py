@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unziplora.base_model import BaseSpec, parse_base
+from unziplora.base_model import BaseSpec, fingerprint, parse_base, same_base
 from unziplora.errors import BaseModelError
 from unziplora.generate.options import GenerationOptions
 
@@ -50,7 +50,7 @@ def resolve(
     notes: list[str] = []
     if base is not None:
         spec = parse_base(base)
-        if spec.ref != shared["ref"]:
+        if not same_base(shared, {"ref": spec.ref, "fingerprint": fingerprint(spec)}):
             owner = next(e for e in found if e is not None)
             notes.append(f"{owner.id} was trained on {shared['ref']}; generating on {spec.ref} as asked")
     else:

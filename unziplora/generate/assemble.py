@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from unziplora.base_model import same_base
 from unziplora.errors import DamagedEntryError, IncompatibleEntriesError
 
 MASKS_FILE = "masks.safetensors"
@@ -31,24 +32,18 @@ def entry_base(entry: Any) -> dict[str, Any]:
     return base
 
 
-def _same_base(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    if a.get("fingerprint") and b.get("fingerprint"):
-        return a["fingerprint"] == b["fingerprint"] or a["ref"] == b["ref"]
-    return a["ref"] == b["ref"]
-
-
 def check_same_base(content: Any | None, style: Any | None) -> dict[str, Any] | None:
     """The shared base record of the entries given; IncompatibleEntriesError if they differ.
 
-    Same fingerprint means same weights. The same ``ref`` with another fingerprint (a Hugging Face
-    snapshot updated in place) still counts as one base: the user could not fix that anyway.
+    Same weights fingerprint means the same base, whether each was given as a hub id, a folder or
+    a single file; see :func:`unziplora.base_model.same_base`.
     """
     bases = [(e, entry_base(e)) for e in (content, style) if e is not None]
     if not bases:
         return None
     (first, base), rest = bases[0], bases[1:]
     for other, other_base in rest:
-        if other.id != first.id and not _same_base(base, other_base):
+        if other.id != first.id and not same_base(base, other_base):
             raise IncompatibleEntriesError(
                 f"cannot combine {first.id} and {other.id}: they were trained on different base models "
                 f"({base['ref']} vs {other_base['ref']}); pick a content and a style entry trained on the same base"

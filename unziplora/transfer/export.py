@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from unziplora.base_model import same_base
 from unziplora.errors import ExportError, IncompatibleEntriesError, UsageError
 from unziplora.formats.peft import DIFFUSERS_WEIGHT_NAME
 from unziplora.registry.fsutil import chmod_to_umask
@@ -109,10 +110,7 @@ def _merges(entry: Any, modules: list[str], part: str) -> dict[str, Any]:
 
 def _check_same_base(entry: Any, other: Any) -> None:
     a, b = entry.record.get("base") or {}, other.record.get("base") or {}
-    same = (a.get("fingerprint") and a.get("fingerprint") == b.get("fingerprint")) or (
-        a.get("ref") and a.get("ref") == b.get("ref")
-    )
-    if not same:
+    if not same_base(a, b):
         raise IncompatibleEntriesError(
             f"cannot combine {entry.id} and {other.id}: they were trained on different base models "
             f"({a.get('ref', '?')} vs {b.get('ref', '?')}); pick a style entry trained on the same base"

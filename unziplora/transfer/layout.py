@@ -80,7 +80,7 @@ def _folder_config(folder: Path) -> dict[str, Any] | None:
 
 def unet_layout(spec: BaseSpec) -> dict[str, Any]:
     """The layout fields of ``spec``'s UNet: the builtin tiny config, a folder's (or a cached hub
-    snapshot's) ``unet/config.json``, else SDXL base 1.0's."""
+    snapshot's) ``unet/config.json``, the config a single file's shapes choose, else SDXL base 1.0's."""
     if spec.is_tiny:
         from unziplora.tiny_sdxl import UNET_CONFIG
 
@@ -93,6 +93,15 @@ def unet_layout(spec: BaseSpec) -> dict[str, Any]:
 
         snapshot = _hub_snapshot(spec.ref)
         config = _folder_config(snapshot) if snapshot is not None else None
+    elif spec.kind == "file":
+        from unziplora.errors import BaseModelError
+        from unziplora.single_file import check_sdxl_file
+        from unziplora.single_file_arch import config_folder
+
+        try:
+            config = _folder_config(config_folder(check_sdxl_file(spec.ref))[1])
+        except BaseModelError:
+            config = None  # loading it says why; the layout falls back to SDXL's
     if not config or "block_out_channels" not in config or "down_block_types" not in config:
         return dict(SDXL_UNET_LAYOUT)
     return config

@@ -68,17 +68,20 @@ def evaluate_command(
     settings = load_settings(registry=opts.registry, device=device, precision=precision)
     reg = Registry.from_settings(settings.registry)
     entries = [_usable(reg, i) for i in ids]
-    bases = {e.record.get("base", {}).get("ref") for e in entries}
-    if len(bases) != 1:
+    from unziplora.base_model import same_base
+
+    records = [e.record.get("base") or {} for e in entries]
+    if not all(same_base(records[0], other) for other in records[1:]):
+        bases = {str(r.get("ref")) for r in records}
         raise IncompatibleEntriesError(
-            f"the entries were trained on different base models ({', '.join(sorted(map(str, bases)))}); evaluate them separately."
+            f"the entries were trained on different base models ({', '.join(sorted(bases))}); evaluate them separately."
         )
     from unziplora.eval.models import Embedders
     from unziplora.eval.run import evaluate
     from unziplora.generate import Studio
 
     embedders = Embedders.load(clip, dino)
-    base_ref = bases.pop()
+    base_ref = str(records[0].get("ref"))
     note(
         "note: tiny-sdxl is a toy base with random weights; its scores measure nothing.",
         quiet=opts.quiet or base_ref != "tiny-sdxl",

@@ -278,7 +278,11 @@ def _check_base_and_device(base_ref: str, settings: Any) -> None:
     from unziplora.base_model import parse_base
     from unziplora.device import resolve_placement
 
-    parse_base(base_ref)
+    spec = parse_base(base_ref)
+    if spec.kind == "file":
+        from unziplora.base_model import check_file_base
+
+        check_file_base(spec.ref)  # the header alone: a LoRA or a wrong file is refused before torch is imported
     resolve_placement(settings.device, settings.precision)
 
 
