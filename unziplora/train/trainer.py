@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -148,20 +147,18 @@ class Trainer:
         layers = inject_unziplora(
             unet, config.rank, init=config.init, prompt_separation=config.prompt_separation, generator=init_generator
         )
-        with warnings.catch_warnings():  # the front end reports this case in its own words
-            warnings.simplefilter("ignore", UserWarning)
-            columns = ColumnSeparation(
-                layers,
-                max_train_steps=config.steps,
-                sample_times=config.sample_times,
-                column_ratio=config.column_ratio,
-                similarity_lambda=config.similarity_lambda,
-                steps_per_epoch=image_count,  # batch size 1: one optimizer step per image
-                enabled=config.column_separation,
-                block_separation=config.block_separation,
-                faithful=config.faithful,
-            )
-        groups = param_groups(layers, config.content_lr, config.style_lr, config.mask_lr, config.weight_decay)
+        columns = ColumnSeparation(
+            layers,
+            max_train_steps=config.steps,
+            sample_times=config.sample_times,
+            column_ratio=config.column_ratio,
+            similarity_lambda=config.similarity_lambda,
+            steps_per_epoch=image_count,  # batch size 1: one optimizer step per image
+            enabled=config.column_separation,
+            block_separation=config.block_separation,
+            faithful=config.faithful,
+        )
+        groups = param_groups(layers, config.content_lr, config.style_lr, config.merge_lr, config.weight_decay)
         optimizer = _make_optimizer(config, groups)
         return unet, layers, columns, optimizer
 
