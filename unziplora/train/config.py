@@ -52,6 +52,7 @@ class Option:
     why: str = ""  # said with a refusal of the bounds
     flag: str | None = None  # the Click declaration when it is not --<name> (boolean pairs)
     metavar: str | None = None
+    default_text: str = ""  # the default in words, where it is not a value (None: decided later)
     cli: bool = True  # offered as a flag of unzip train
     config_file: bool = False  # may be set under [train] in config.toml
     resume_safe: bool = False  # may differ from the run's stored value with --resume
@@ -69,7 +70,8 @@ class TrainConfig:
     rank: int = option(64, "LoRA rank of each branch.", low=1, config_file=True)
     resolution: int | None = option(
         None,
-        "Training size in pixels [default: the base's native size: 1024 for SDXL, 64 for tiny-sdxl].",
+        "Training size in pixels.",
+        default_text="the base's native size: 1024 for SDXL, 64 for tiny-sdxl",
         low=MIN_RESOLUTION,
         high=MAX_RESOLUTION,
         multiple_of=8,
@@ -93,8 +95,10 @@ class TrainConfig:
     max_grad_norm: float = option(1.0, "Gradient clipping norm.", low=0, low_open=True, cli=False)
     seed: int = option(0, "Random seed.", low=0, high=MAX_SEED)
     min_snr_gamma: float | None = option(None, "Min-SNR loss weighting (off by default).", low=0, low_open=True)
-    noise_offset: float = option(0.0, "Offset noise strength (off by default).", low=0)
-    gradient_checkpointing: bool | None = option(None, "[default: on for GPU, off on CPU]")
+    noise_offset: float = option(0.0, "Offset noise strength (0: off).", low=0)
+    gradient_checkpointing: bool | None = option(
+        None, "Recompute activations in backward (less memory).", default_text="on for GPU, off on CPU"
+    )
     save_precision: str = option("fp16", "fp16, bf16 or fp32 payloads.", choices=SAVE_PRECISIONS)
     init: str = option("official", "LoRA initialisation.", choices=INITS, cli=False)
     preview_every: int = option(

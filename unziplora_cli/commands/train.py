@@ -29,12 +29,17 @@ def _opt(*names: str, help: str, **kw: Any) -> Any:
 
 def _option_help(name: str, opt: Any, default: Any) -> str:
     """The option's help with its default; a config-file option names its [train] key."""
-    if name in ("gradient_checkpointing", "resolution") or (default is None and not opt.config_file):
-        return opt.help
-    shown = {True: "on", False: "off"}.get(default, default) if isinstance(default, bool) else default
+    shown = opt.default_text or (
+        {True: "on", False: "off"}.get(default, default) if isinstance(default, bool) else default
+    )
+    text = opt.help
+    if opt.multiple_of:  # the bounds are stated where a user could not guess them
+        text += f" A multiple of {opt.multiple_of} from {opt.low:g} to {opt.high:g}."
+    if shown is None:
+        return text
     if opt.config_file:
-        return f"{opt.help} [config train.{name}, else {shown}]"
-    return f"{opt.help} [default: {shown}]"
+        return f"{text} [config train.{name}, else {shown}]"
+    return f"{text} [default: {shown}]"
 
 
 def _training_params() -> list[inspect.Parameter]:
