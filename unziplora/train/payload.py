@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from unziplora.device import Placement
 from unziplora.entry_files import lora_metadata, prompt_fields
 from unziplora.prompts import PromptSet
 from unziplora.registry.fsutil import chmod_to_umask
@@ -50,14 +51,14 @@ def write_entry_payload(
     run_dir: Any = None,
     *,
     base: dict[str, str],
-    placement: Any,
+    placement: Placement,
     preview: Any = None,
     run_id: str | None = None,
 ) -> Any:
     """Save the trained layers and the record as a new entry; return the registry's Entry.
 
     ``base`` is the base's record (ref, kind, fingerprint), ``placement`` the device and
-    precision trained on (``unziplora.device.Placement``); ``preview`` is the sheet the trainer
+    precision trained on; ``preview`` is the sheet the trainer
     rendered (None: the entry has no preview.png);
     ``run_id`` is recorded in ``figures`` so the run can never be resumed into a second entry.
     """
