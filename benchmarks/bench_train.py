@@ -4,7 +4,7 @@ Three sides on one SDXL-architecture UNet (same random weights, same device and 
 gradient-checkpointing setting), measured in one process, alternating, medians:
 
 * **ours** — the real loop, :func:`unziplora.train.loop.train_loop`, on a UNet prepared by the real
-  ``Trainer._prepare_unet`` (``inject_unziplora``, ``ColumnSeparation``, ``param_groups``, AdamW):
+  ``trainer.prepare_unet`` (``inject_unziplora``, ``ColumnSeparation``, ``param_groups``, AdamW):
   a latent drawn from the cached posterior, noise, the UNet with prompt separation, the
   orthogonality term, backward, the column-separation hooks, clipping, the AdamW step. The timed
   steps are in the MASKED phase (597 of a default run's 600 steps; the SELECT step's time is in
@@ -32,7 +32,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from benchmarks.common import Clock, Row, median, ratio_goal, spread
@@ -145,7 +144,7 @@ class OursRun:
         from unziplora.device import resolve_placement
         from unziplora.sdxl import encode_latent_posterior
         from unziplora.train.config import TrainConfig
-        from unziplora.train.trainer import Trainer
+        from unziplora.train.trainer import prepare_unet
 
         self.placed = placed
         self.config = TrainConfig(
@@ -155,12 +154,12 @@ class OursRun:
             seed=0,
             gradient_checkpointing=placed.checkpointing,
         )
-        # Trainer._prepare_unet reads only self.pipe.unet and self.placement.
-        stand_in = SimpleNamespace(
-            pipe=SimpleNamespace(unet=unet.to(placed.device, placed.dtype)),
-            placement=resolve_placement(placed.device, "auto"),
+        placement = resolve_placement(placed.device, "auto")
+        self.unet = unet.to(placed.device, placed.dtype)
+        self.layers, self.columns, self.optimizer = prepare_unet(
+            self.unet, self.config, 1, device=placement.device, is_gpu=placement.is_gpu
         )
-        self.unet, self.layers, self.columns, self.optimizer = Trainer._prepare_unet(stand_in, self.config, 1)
+        self.scaler = torch.amp.GradScaler(placement.device.split(":")[0], enabled=placed.dtype == torch.float16)
         self.posterior = encode_latent_posterior(vae, placed.image, device=placed.device)
         if not keep_vae_on_device:
             vae.to("cpu")  # what the trainer does once the posterior is cached
@@ -168,7 +167,7 @@ class OursRun:
 
     def run(self, steps: int, on_step: Callable[[Any], None] | None = None) -> None:
         """Run the real ``train_loop`` for ``steps`` optimizer steps (then stop it)."""
-        from unziplora.train.loop import TrainingInterrupted, train_loop
+        from unziplora.train.loop import TrainingStopped, train_loop
 
         done = {"n": 0}
 
@@ -190,10 +189,11 @@ class OursRun:
                 generator=self.generator,
                 device=self.placed.device,
                 dtype=self.placed.dtype,
+                scaler=self.scaler,
                 on_step=hook,
                 stop_requested=lambda: done["n"] >= steps,
             )
-        except TrainingInterrupted:
+        except TrainingStopped:
             pass
 
 

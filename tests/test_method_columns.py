@@ -82,8 +82,8 @@ def test_phase_timeline_matches_algorithm_4_1():
     assert [g for g in range(600) if paper.phase(g) is R] == [0, 200, 400]
     off = ColumnSeparation(toy_layers(), max_train_steps=12, enabled=False)
     assert {off.phase(g) for g in range(12)} == {Phase.OFF}
-    with pytest.warns(UserWarning, match="no column selection"):
-        ColumnSeparation(toy_layers(), max_train_steps=12, sample_times=3, steps_per_epoch=4)
+    assert ColumnSeparation(toy_layers(), max_train_steps=12, sample_times=3, steps_per_epoch=4).selects_nothing
+    assert not cs2.selects_nothing and not off.selects_nothing
 
 
 # ---------------------------------------------------------------------------------- hand-computed selection

@@ -160,7 +160,27 @@ def test_interrupted_then_resumed_equals_uninterrupted(cli, isolated_env: Path, 
     assert not list((tmp_path / "reg2" / "entries").glob("*"))  # no entry from an unfinished run
     run_id = err.strip().splitlines()[-1].removeprefix("resume with: unzip train --resume ")
     assert (tmp_path / "reg2" / "runs" / run_id / "run.json").is_file()
-    resumed = cli("train", "--resume", run_id, "--registry", str(tmp_path / "reg2"), "-q")
+    run_json = (tmp_path / "reg2" / "runs" / run_id / "run.json").read_bytes()
+    changed = cli("train", "--resume", run_id, "--registry", str(tmp_path / "reg2"), "--steps", "60", "--rank", "8")
+    assert (changed.exit_code, changed.stdout) == (2, "")  # flags that would change the run are refused
+    assert changed.stderr == (
+        f"error: --resume finishes run {run_id} with the settings it started with; --steps, --rank would change "
+        f"them: drop them, or discard the run with 'unzip rm --run {run_id}' and train again.\n"
+    )
+    assert (tmp_path / "reg2" / "runs" / run_id / "run.json").read_bytes() == run_json
+    # Its own values are accepted, and when checkpoints are written may change: the result is the same.
+    resumed = cli(
+        "train",
+        "--resume",
+        run_id,
+        "--registry",
+        str(tmp_path / "reg2"),
+        "--steps",
+        "30",
+        "--checkpoint-every",
+        "7",
+        "-q",
+    )
     assert resumed.exit_code == 0, resumed.stderr
     assert not (tmp_path / "reg2" / "runs" / run_id).exists()
     ref_dir, new_dir = entry_dir(isolated_env, reference), entry_dir(tmp_path / "reg2", resumed.stdout.strip())

@@ -135,12 +135,55 @@ def test_bad_arguments_are_one_line(cli, populated: Path, tmp_path: Path, args: 
     before = _snapshot(populated)
     argv = [str(tmp_path / a) if a.endswith(".png") else a for a in args]
     result = cli("train", *argv, *([] if "--base" in args or "--resume" in args else ["--base", "tiny-sdxl"]))
-    usage = (
-        "--steps" in args or "--resolution" in args or not args
-    )  # a value that can never work is a usage mistake: exit 2, like Click's
+    # a value that can never work is a usage mistake: exit 2, like Click's
+    usage = "--steps" in args or "--resolution" in args or not args
     assert result.exit_code == (2 if usage else 1), result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith(line.format(tmp=tmp_path)), result.stderr
+    assert _snapshot(populated) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["good.png", "--subject", "cat", "--style", "sketch", "--resolution", "65536"],
+            (
+                "error: --resolution must be a multiple of 8 from 64 to 2048, got 65536 (SDXL's VAE works in blocks "
+                "of 8 px; 2048 is twice SDXL's native side, 4x its pixels and memory)"
+            ),
+        ),
+        (
+            ["good.png", "--subject", "cat", "--style", "sketch", "--column-ratio", "0"],
+            "error: --column-ratio must be in (0, 1], got 0.0",
+        ),
+        (
+            ["good.png", "--subject", "cat", "--style", "sketch", "--mask-lr", "0.01", "--merge-lr", "0.02"],
+            "error: --mask-lr is the old name of --merge-lr; give only --merge-lr.",
+        ),
+        (
+            ["--resume", "dog-run-0000", "--steps", "20", "--rank", "8", "--checkpoint-every", "3", "--style", "ink"],
+            (
+                "error: --resume finishes run dog-run-0000 with the settings it started with; --steps, --rank, --style "
+                "would change them: drop them, or discard the run with 'unzip rm --run dog-run-0000' and train again."
+            ),
+        ),
+        (
+            ["--resume", "dog-run-0000", "--mask-lr", "0.5"],
+            (
+                "error: --resume finishes run dog-run-0000 with the settings it started with; --merge-lr would change "
+                "them: drop it, or discard the run with 'unzip rm --run dog-run-0000' and train again."
+            ),
+        ),
+    ],
+)
+def test_option_mistakes_are_one_exact_line_and_exit_2(cli, populated: Path, tmp_path: Path, args, line) -> None:
+    """Bounds come from the option's one declaration; --resume refuses flags that would change the run."""
+    (tmp_path / "good.png").write_bytes(_png_bytes((64, 64)))
+    before = _snapshot(populated)
+    argv = [str(tmp_path / a) if a.endswith(".png") else a for a in args]
+    result = cli("train", *argv, *([] if "--resume" in args else ["--base", "tiny-sdxl"]))
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", line + "\n")
     assert _snapshot(populated) == before
 
 

@@ -25,9 +25,7 @@ TRAIN = [
     "--steps",
     "2",
     "--base",
-    "tiny-sdxl",
-    "--resolution",
-    "64",
+    "tiny-sdxl",  # no --resolution: the base's native size (64 px for tiny-sdxl)
     "--preview-steps",
     "1",
     "--sample-times",
@@ -204,21 +202,25 @@ def test_a_prompt_over_77_tokens_is_warned_and_recorded_as_used(cli, isolated_en
         in result.stderr
     )
     (entry,) = entries(isolated_env)
-    used = json.loads((entry / "entry.json").read_text())["prompts"]["combined"]
+    record = json.loads((entry / "entry.json").read_text())
+    assert record["settings"]["resolution"] == 64 and "--resolution 64" in record["command"]  # tiny-sdxl's native size
+    used = record["prompts"]["combined"]
     assert long_prompt.startswith(used) and len(used) < len(long_prompt)
     tokenizer = load_pipeline(parse_base("tiny-sdxl")).tokenizer
     following = long_prompt.split()[len(used.split())]
     assert len(tokenizer.tokenize(used)) + 2 <= MAX_PROMPT_TOKENS < len(tokenizer.tokenize(f"{used} {following}")) + 2
 
 
-def test_out_of_range_seed_is_refused_before_torch_is_imported(image) -> None:
+def test_out_of_range_seed_and_resolution_are_refused_before_torch_is_imported(image) -> None:
     import subprocess
     import sys
 
+    # --resolution 65536 used to load the base and train until the kernel killed it (exit 137).
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom unziplora_cli.app import build_app\n"
-        f"r = CliRunner().invoke(build_app('unzip'), ['train', {str(image)!r}, '--subject', 'owl', '--style', 'ink', "
-        f"'--base', 'tiny-sdxl', '--seed', '{2**64}'])\n"
-        "assert r.exit_code == 2, r.output\nassert 'torch' not in sys.modules, 'torch was imported'\n"
+        f"for extra in (['--seed', '{2**64}'], ['--resolution', '65536']):\n"
+        f"    r = CliRunner().invoke(build_app('unzip'), ['train', {str(image)!r}, '--subject', 'owl', '--style', 'ink', "
+        "'--base', 'tiny-sdxl', *extra])\n"
+        "    assert r.exit_code == 2, r.output\nassert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

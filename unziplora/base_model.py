@@ -140,6 +140,57 @@ def same_base(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return bool(a.get("ref")) and a.get("ref") == b.get("ref")
 
 
+def _native_from_configs(unet: dict[str, Any], vae: dict[str, Any]) -> int:
+    """UNet ``sample_size`` (latent side) times the VAE's scale factor, as diffusers computes it."""
+    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+SDXL_CONFIG_DIR = Path(__file__).parent / "sdxl_config"  # what single-file SDXL checkpoints load with
+
+
+def _file_config(spec: BaseSpec) -> Path:
+    """The config folder a single file loads with (chosen from its header's shapes, as the loader does)."""
+    from unziplora.single_file import check_sdxl_file
+    from unziplora.single_file_arch import config_folder
+
+    return config_folder(check_sdxl_file(spec.ref))[1]
+
+
+def native_resolution(spec: BaseSpec) -> int:
+    """The base's native image side (1024 for SDXL, 64 for tiny-sdxl), read from its config files.
+
+    Light (no torch, no weights read): the UNet and VAE ``config.json`` of the folder, the cached
+    hub snapshot or the builtin SDXL configs (single files); SDXL's configs when a hub base is not
+    cached yet or a config is unreadable (loading the base then reports what is wrong).
+    """
+    if spec.is_tiny:
+        from unziplora.tiny_sdxl import UNET_CONFIG, VAE_CONFIG
+
+        return _native_from_configs(UNET_CONFIG, VAE_CONFIG)
+    folder = {
+        "folder": lambda: Path(spec.ref),
+        "hub": lambda: _hub_snapshot(spec.ref),
+        "file": lambda: _file_config(spec),
+    }.get(spec.kind, lambda: None)()
+    for root in (folder, SDXL_CONFIG_DIR):
+        if root is None:
+            continue
+        unet, vae = _read_config(root / "unet" / "config.json"), _read_config(root / "vae" / "config.json")
+        try:
+            return _native_from_configs(unet or {}, vae or {})
+        except (KeyError, TypeError, ValueError):
+            continue
+    raise BaseModelError(f"the builtin SDXL configs in {SDXL_CONFIG_DIR} are unreadable; reinstall unziplora.")
+
+
 def _fetch_hint(repo_id: str) -> str:
     from unziplora.hf_cache import download_command
 

@@ -9,10 +9,10 @@ built-in default. The config file lives in the platformdirs user config dir for 
     precision = "auto"       # auto | fp32 | fp16 | bf16
     registry = "~/unziplora"  # where entries are stored
 
-    [train]
+    [train]                  # the train options marked config_file in unziplora.train.config
     steps = 600
     rank = 64
-    resolution = 1024
+    resolution = 1024        # default: the base's native size (1024 for SDXL, 64 for tiny-sdxl)
     faithful = false         # true: unzip train --faithful (the official code's numerics)
 
 This module is light: it imports no torch.
@@ -23,11 +23,12 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from unziplora.errors import ConfigError
+from unziplora.train.config import defaults, kinds, options, value_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,18 +47,19 @@ ENV_CACHE = "UNZIPLORA_CACHE"
 ENV_THREADS = "UNZIPLORA_THREADS"
 
 _TOP_KEYS = {"base_model": str, "device": str, "precision": str, "registry": str}
-_TRAIN_KEYS = {"steps": int, "rank": int, "resolution": int, "faithful": bool}
+# The [train] keys, their types and defaults come from the options' one declaration.
+_TRAIN_KEYS = {name: kinds()[name] for name, opt in options().items() if opt.config_file}
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
-
-@dataclass(frozen=True)
-class TrainDefaults:
-    """Defaults for ``unzip train`` that a user may change in the config file."""
-
-    steps: int = 600
-    rank: int = 64
-    resolution: int = 1024
-    faithful: bool = False
+TrainDefaults = make_dataclass(
+    "TrainDefaults",
+    [
+        (name, kind | None if defaults()[name] is None else kind, field(default=defaults()[name]))
+        for name, kind in _TRAIN_KEYS.items()
+    ],
+    frozen=True,
+)
+TrainDefaults.__doc__ = """Defaults for ``unzip train`` that a user may change in the config file."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     for key, value in train.items():
         if not isinstance(value, bool) and value <= 0:
             raise ConfigError(f"config file {path}, {where(key)}: 'train.{key}' must be positive, got {value}.")
+        problem = value_problem(key, value)
+        if problem:
+            raise ConfigError(f"config file {path}, {where(key)}: 'train.{key}' {problem}.")
     precision = data.get("precision")
     if precision is not None and precision not in PRECISIONS:
         raise ConfigError(

@@ -47,7 +47,6 @@ paragraph). With ``block_separation=False`` every layer is both-sparse.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any
@@ -82,7 +81,8 @@ class ColumnSeparation:
         layers: ``{module path: layer}`` from ``inject_unziplora`` (paths drive block classes).
         max_train_steps: ``T``, the number of optimizer steps of the run.
         sample_times: ``S``, selection rounds (3 in the paper setting).
-        column_ratio: ``ρ``, columns per round = ``floor(out * ρ)``.
+        column_ratio: ``ρ``, columns per round = ``floor(out * ρ)``; in (0, 1], validated where
+            it is declared (``unziplora.train.config.TrainConfig.column_ratio``, its one bound).
         similarity_lambda: ``λ`` of the orthogonality loss (0.5).
         steps_per_epoch: ``E``, optimizer steps per epoch (1 with one image).
         enabled: column separation on (off = plain joint training of two full LoRAs).
@@ -114,8 +114,6 @@ class ColumnSeparation:
     ) -> None:
         if max_train_steps <= 0 or sample_times <= 0 or steps_per_epoch <= 0:
             raise ValueError("max_train_steps, sample_times and steps_per_epoch must be positive")
-        if not 0.0 <= column_ratio <= 1.0:
-            raise ValueError(f"column_ratio must be in [0, 1]; got {column_ratio}")
         table = dict(BLOCK_TABLE if block_table is None else block_table)
         validate_table(table)
         self.layers = dict(layers)
@@ -141,12 +139,9 @@ class ColumnSeparation:
         # Masks change only inside the hooks, so their float forms are cached between them.
         self._ortho_cache: list[tuple[list[torch.nn.Parameter], list[torch.nn.Parameter], torch.Tensor]] | None = None
         self._grad_mask_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
-        if enabled and steps_per_epoch >= self.period:
-            warnings.warn(
-                f"steps_per_epoch ({steps_per_epoch}) >= selection period ({self.period}): "
-                "no column selection will happen",
-                stacklevel=2,
-            )
+        # With E >= P no step reaches SELECT; the front end tells the user in its own words
+        # (``TrainConfig.selection_warning``, checked before the base is loaded).
+        self.selects_nothing = bool(enabled and steps_per_epoch >= self.period)
         self._set_merges_trainable(False)
 
     # ----------------------------------------------------------------------------- schedule

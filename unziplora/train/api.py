@@ -48,6 +48,8 @@ def prepare_requests(
         from unziplora.registry.ids import validate_name
 
         validate_name(name)  # before any work: the registry would refuse it only after training
+    if config.resolution is None:
+        raise ValueError("prepare_requests needs a resolution: use config.with_resolution(native_resolution(base))")
     files, notes = collect_inputs([Path(p) for p in paths])
     images = [load_image(f, config.resolution) for f in files]
     for im in images:
@@ -171,9 +173,10 @@ def train(
     **settings: Any,
 ) -> Any:
     """Notebook use: ``entry = train(["cat.jpg"], subject="cat", style="sketch", steps=600)``."""
+    from unziplora.base_model import native_resolution, parse_base
     from unziplora.registry import Registry
 
-    config = TrainConfig(**settings)
+    config = TrainConfig(**settings).with_resolution(native_resolution(parse_base(base)))
     prepared = prepare_requests([Path(p) for p in images], config=config, subject=subject, style=style)
     reg = Registry.from_settings(registry)
     return train_requests(prepared.requests, base=base, registry=reg, device=device, precision=precision)[0]

@@ -43,12 +43,16 @@ class StepReport:
     seconds: float
 
 
-class TrainingInterrupted(Exception):
-    """Raised between two steps when a stop was requested (Ctrl-C); ``step`` steps are complete."""
+class TrainingStopped(Exception):
+    """Training stopped on request (Ctrl-C) after ``step`` of ``total`` complete steps: the one stop path.
 
-    def __init__(self, step: int) -> None:
-        super().__init__(f"training interrupted after step {step}")
-        self.step = step
+    The loop raises it between two steps; the trainer checkpoints, attaches the ``run`` and lets
+    it through to the front end, which says ``unzip train --resume RUN`` continues it.
+    """
+
+    def __init__(self, step: int, total: int, run: Any = None) -> None:
+        super().__init__(f"training stopped after step {step} of {total}")
+        self.step, self.total, self.run = step, total, run
 
 
 @dataclass
@@ -95,18 +99,20 @@ def train_loop(
     generator: torch.Generator,
     device: str,
     dtype: torch.dtype,
+    scaler: torch.amp.GradScaler,
     start_step: int = 0,
     on_step: Callable[[StepReport], None] | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
     stop_requested: Callable[[], bool] | None = None,
-    scaler: torch.amp.GradScaler | None = None,
 ) -> LoopResult:
-    """Run optimizer steps ``start_step .. config.steps - 1``; the UNet holds injected layers."""
+    """Run optimizer steps ``start_step .. config.steps - 1``; the UNet holds injected layers.
+
+    ``scaler`` is enabled for fp16 (whose gradients underflow without loss scaling) and a
+    pass-through otherwise (``GradScaler(enabled=False)``), so every precision takes one path.
+    """
     params = [
         p for layer in layers.values() for group in (layer.lora_A, layer.lora_B, layer.merge) for p in group.values()
     ]
-    if scaler is None and dtype == torch.float16:  # fp16 gradients underflow without loss scaling
-        scaler = torch.amp.GradScaler(device.split(":")[0])
     autocast = dtype != torch.float32
     faithful = bool(getattr(columns, "config", {}).get("faithful", False))
     count = posterior.mean.shape[0]
@@ -125,7 +131,7 @@ def train_loop(
     loss_value = math.nan
     for step in range(start_step, config.steps):
         if stop_requested is not None and stop_requested():
-            raise TrainingInterrupted(step)
+            raise TrainingStopped(step, config.steps)
         tick = time.perf_counter()
         index = int(image_order(config.seed, step // count, count)[step % count])
         latents = posterior.sample(index, generator).to(device)
@@ -155,21 +161,14 @@ def train_loop(
                 f"the loss became {loss_value} at step {step + 1}; nothing was saved. Try a lower learning rate "
                 "or --precision fp32."
             )
-        if scaler is not None:
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)  # the column score reads unscaled gradients
-        else:
-            total.backward()
-        loss_scale = (
-            float(scaler.get_scale()) if scaler is not None and faithful else None
-        )  # get_scale syncs: only when used
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)  # the column score reads unscaled gradients
+        # get_scale syncs with the device: read it only when the faithful threshold uses it
+        loss_scale = float(scaler.get_scale()) if faithful and scaler.is_enabled() else None
         columns.after_backward(step, grad_scale=faithful_grad_scale(loss_scale, faithful))
         torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], config.max_grad_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        scaler.step(optimizer)  # skips the step on inf/nan gradients (fp16 only)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         columns.after_optimizer_step(step)
         losses.append(loss_value)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from unziplora.device import Placement
 from unziplora.entry_files import lora_metadata, prompt_fields
 from unziplora.prompts import PromptSet
 from unziplora.registry.fsutil import chmod_to_umask
@@ -42,7 +43,6 @@ def _rounds_per_group(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_entry_payload(
-    trainer: Any,
     registry: Any,
     request: Any,
     layers: dict[str, Any],
@@ -50,12 +50,16 @@ def write_entry_payload(
     result: Any,
     run_dir: Any = None,
     *,
+    base: dict[str, str],
+    placement: Placement,
     preview: Any = None,
     run_id: str | None = None,
 ) -> Any:
     """Save the trained layers and the record as a new entry; return the registry's Entry.
 
-    ``preview`` is the sheet the trainer rendered (None: the entry has no preview.png);
+    ``base`` is the base's record (ref, kind, fingerprint), ``placement`` the device and
+    precision trained on; ``preview`` is the sheet the trainer
+    rendered (None: the entry has no preview.png);
     ``run_id`` is recorded in ``figures`` so the run can never be resumed into a second entry.
     """
     from safetensors.torch import save_file
@@ -68,7 +72,6 @@ def write_entry_payload(
     content = {k: v.detach().to("cpu", dtype).contiguous() for k, v in lora_state_dict(layers, "content").items()}
     style = {k: v.detach().to("cpu", dtype).contiguous() for k, v in lora_state_dict(layers, "style").items()}
     masks = {k: v.detach().to("cpu").contiguous() for k, v in merge_state_dict(layers).items()}
-    base = {"ref": trainer.spec.ref, "kind": trainer.spec.kind, "fingerprint": trainer.base_fingerprint}
     with registry.new_entry(
         subject=prompts.subject or "", style=prompts.style_words or "", name=request.name
     ) as staging:
@@ -114,8 +117,8 @@ def write_entry_payload(
                 "steps": result.steps,
                 "seconds": round(result.seconds, 3),
                 "final_loss": result.final_loss,
-                "device": trainer.placement.device,
-                "precision": trainer.placement.precision,
+                "device": placement.device,
+                "precision": placement.precision,
                 "save_precision": config.save_precision,
                 **request.extra,
                 **({"run_id": run_id} if run_id else {}),

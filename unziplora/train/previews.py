@@ -13,12 +13,10 @@ from typing import Any
 MODES = (("content", "content"), ("style", "style"), ("both", "combined"))
 
 
-def _samples(trainer: Any, layers: dict[str, Any], request: Any) -> list[Any]:
+def _samples(pipe: Any, device: str, layers: dict[str, Any], request: Any) -> list[Any]:
     from unziplora.generate.preview import sample_with_layers
 
     config = request.config
-    pipe = trainer.pipe
-    device = trainer.placement.device
     unet_was_training = pipe.unet.training
     pipe.unet.eval()
     moved = []
@@ -47,20 +45,20 @@ def _samples(trainer: Any, layers: dict[str, Any], request: Any) -> list[Any]:
         pipe.unet.train(unet_was_training)
 
 
-def entry_preview(trainer: Any, layers: dict[str, Any], request: Any) -> Any:
+def entry_preview(pipe: Any, device: str, layers: dict[str, Any], request: Any) -> Any:
     """The sheet stored as the entry's preview.png."""
     from unziplora.generate.preview import preview_sheet
 
-    images = _samples(trainer, layers, request)
+    images = _samples(pipe, device, layers, request)
     return preview_sheet(request.images[0].image, images, ["source"] + [label for _, label in MODES])
 
 
-def write_step_previews(trainer: Any, run: Any, layers: dict[str, Any], request: Any, step: int) -> Path:
+def write_step_previews(pipe: Any, device: str, run_dir: Path, layers: dict[str, Any], request: Any, step: int) -> Path:
     """Write ``previews/step-000100.png`` (a sheet) into the run directory; return its path."""
     from unziplora.generate.preview import preview_sheet
 
-    images = _samples(trainer, layers, request)
-    folder = run.path / "previews"
+    images = _samples(pipe, device, layers, request)
+    folder = run_dir / "previews"
     folder.mkdir(exist_ok=True)
     path = folder / f"step-{step:06d}.png"
     preview_sheet(request.images[0].image, images, ["source"] + [label for _, label in MODES]).save(path)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import signal
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,9 +31,11 @@ from unziplora.device import Placement, resolve_placement
 from unziplora.errors import TrainingError
 from unziplora.prompts import PromptSet
 from unziplora.train.config import TrainConfig
-from unziplora.train.loop import StepReport, TrainingInterrupted, train_loop
+from unziplora.train.loop import StepReport, TrainingStopped, train_loop
 from unziplora.train.payload import write_entry_payload
 from unziplora.train.run import Run, create_run
+
+__all__ = ["TrainRequest", "Trainer", "TrainingStopped", "prepare_unet"]
 
 
 @dataclass
@@ -47,14 +48,6 @@ class TrainRequest:
     name: str | None = None
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # recorded as is (e.g. process index)
-
-
-class TrainingStopped(Exception):
-    """Training was interrupted and checkpointed; ``unzip train --resume`` continues it."""
-
-    def __init__(self, run: Run, step: int, total: int) -> None:
-        super().__init__(f"training stopped after step {step} of {total}")
-        self.run, self.step, self.total = run, step, total
 
 
 @contextmanager
@@ -101,6 +94,7 @@ class Trainer:
         # Frozen weights in the compute dtype; LoRA masters stay fp32 (ALGORITHM.md 6.3).
         self.pipe = load_pipeline(self.spec, dtype=self.placement.dtype)
         self.base_fingerprint = fingerprint(self.spec)
+        self.base_record = {"ref": self.spec.ref, "kind": self.spec.kind, "fingerprint": self.base_fingerprint}
 
     # -- the pieces -------------------------------------------------------------------------
     def _encode(self, request: TrainRequest) -> tuple[Any, Any]:
@@ -127,43 +121,6 @@ class Trainer:
             time_ids=time_ids(res, 1, dtype, device),
         )
         return cond, posterior
-
-    def _prepare_unet(
-        self, config: TrainConfig, image_count: int
-    ) -> tuple[Any, dict[str, Any], Any, torch.optim.Optimizer]:
-        from unziplora.method import ColumnSeparation, inject_unziplora, param_groups
-
-        unet = self.pipe.unet
-        unet.to(self.placement.device)
-        unet.requires_grad_(False)
-        checkpointing = (
-            config.gradient_checkpointing if config.gradient_checkpointing is not None else self.placement.is_gpu
-        )
-        if checkpointing:
-            unet.enable_gradient_checkpointing()
-        else:
-            unet.disable_gradient_checkpointing()
-        unet.train()
-        init_generator = torch.Generator().manual_seed(config.seed)
-        layers = inject_unziplora(
-            unet, config.rank, init=config.init, prompt_separation=config.prompt_separation, generator=init_generator
-        )
-        with warnings.catch_warnings():  # the front end reports this case in its own words
-            warnings.simplefilter("ignore", UserWarning)
-            columns = ColumnSeparation(
-                layers,
-                max_train_steps=config.steps,
-                sample_times=config.sample_times,
-                column_ratio=config.column_ratio,
-                similarity_lambda=config.similarity_lambda,
-                steps_per_epoch=image_count,  # batch size 1: one optimizer step per image
-                enabled=config.column_separation,
-                block_separation=config.block_separation,
-                faithful=config.faithful,
-            )
-        groups = param_groups(layers, config.content_lr, config.style_lr, config.mask_lr, config.weight_decay)
-        optimizer = _make_optimizer(config, groups)
-        return unet, layers, columns, optimizer
 
     def _release_unet(self) -> None:
         from unziplora.method import remove_unziplora
@@ -200,25 +157,22 @@ class Trainer:
             raise TrainingError(f"run {run.id} is in use by another unzip process; wait for it to finish")
         try:
             cond, posterior = self._encode(request)
-            unet, layers, columns, optimizer = self._prepare_unet(config, len(request.images))
+            unet = self.pipe.unet
+            device = self.placement.device
+            layers, columns, optimizer = prepare_unet(
+                unet, config, len(request.images), device=device, is_gpu=self.placement.is_gpu
+            )
             generator = torch.Generator().manual_seed(config.seed + 1)
             # fp16 needs loss scaling; its scale is part of the state a resume must restore.
-            scaler = (
-                torch.amp.GradScaler(self.placement.device.split(":")[0])
-                if self.placement.precision == "fp16"
-                else None
-            )
+            scaler = torch.amp.GradScaler(device.split(":")[0], enabled=self.placement.precision == "fp16")
             start = 0
             if ckpt.has_checkpoint(run.path):
                 state = ckpt.load_checkpoint(run.path)
-                _restore(layers, columns, optimizer, generator, state)
-                if scaler is not None and state.get("scaler"):
-                    scaler.load_state_dict(state["scaler"])
+                _restore(layers, columns, optimizer, generator, scaler, state)
                 start = int(state["step"])
 
             def save(step: int) -> None:
-                snapshot = _snapshot(layers, columns, optimizer, generator, step)
-                snapshot["scaler"] = scaler.state_dict() if scaler is not None else None
+                snapshot = _snapshot(layers, columns, optimizer, generator, scaler, step)
                 if step >= config.steps:  # no step is left: Adam's moments (2x the LoRAs) are not needed
                     snapshot["optimizer"] = None
                 ckpt.save_checkpoint(run.path, snapshot)
@@ -230,7 +184,7 @@ class Trainer:
                 if config.preview_every and report.step % config.preview_every == 0 and report.step < report.total:
                     from unziplora.train.previews import write_step_previews
 
-                    path = write_step_previews(self, run, layers, request, report.step)
+                    path = write_step_previews(self.pipe, device, run.path, layers, request, report.step)
                     if on_preview is not None:
                         on_preview(report.step, path)
 
@@ -246,17 +200,18 @@ class Trainer:
                         posterior=posterior,
                         config=config,
                         generator=generator,
-                        device=self.placement.device,
+                        device=device,
                         dtype=self.placement.dtype,
+                        scaler=scaler,
                         start_step=start,
                         on_step=step_hook,
                         on_checkpoint=save,
                         stop_requested=stop,
-                        scaler=scaler,
                     )
-                except TrainingInterrupted as stopped:
+                except TrainingStopped as stopped:
                     save(stopped.step)
-                    raise TrainingStopped(run, stopped.step, config.steps) from None
+                    stopped.run = run
+                    raise
                 # The last step is done: keep the trained layers before anything else can fail or be
                 # interrupted (a resume of this checkpoint only previews and saves).
                 if start < config.steps:
@@ -271,10 +226,19 @@ class Trainer:
                 preview = self._final_preview(layers, request, skip=stop_seen, on_note=on_note)
                 hook("saving")
                 entry = write_entry_payload(
-                    self, registry, request, layers, columns, result, run.path, preview=preview, run_id=run.id
+                    registry,
+                    request,
+                    layers,
+                    columns,
+                    result,
+                    run.path,
+                    base=self.base_record,
+                    placement=self.placement,
+                    preview=preview,
+                    run_id=run.id,
                 )
             except KeyboardInterrupt:  # the trained layers are in the final checkpoint: resumable
-                raise TrainingStopped(run, config.steps, config.steps) from None
+                raise TrainingStopped(config.steps, config.steps, run) from None
         except TrainingStopped:
             run.release()
             raise
@@ -300,7 +264,7 @@ class Trainer:
             return None
         try:
             hook("preview")
-            return entry_preview(self, layers, request)
+            return entry_preview(self.pipe, self.placement.device, layers, request)
         except KeyboardInterrupt:
             say("Ctrl-C during the preview: preview stopped; saving the entry without it.")
             return None
@@ -321,7 +285,7 @@ class Trainer:
             "name": request.name,
             "prompts": request.prompts.to_dict(),
             "config": request.config.to_dict(),
-            "base": {"ref": self.spec.ref, "kind": self.spec.kind, "fingerprint": self.base_fingerprint},
+            "base": self.base_record,
             "device": self.placement.device,
             "precision": self.placement.precision,
             "command": request.command,
@@ -339,6 +303,39 @@ class Trainer:
             names.append(name)
         run.update(inputs=names)
         return run
+
+
+def prepare_unet(
+    unet: Any, config: TrainConfig, image_count: int, *, device: str, is_gpu: bool
+) -> tuple[dict[str, Any], Any, torch.optim.Optimizer]:
+    """Put ``unet`` in training shape with UnZipLoRA layers; return the layers, the column scheduler, AdamW."""
+    from unziplora.method import ColumnSeparation, inject_unziplora, param_groups
+
+    unet.to(device)
+    unet.requires_grad_(False)
+    checkpointing = config.gradient_checkpointing if config.gradient_checkpointing is not None else is_gpu
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    else:
+        unet.disable_gradient_checkpointing()
+    unet.train()
+    init_generator = torch.Generator().manual_seed(config.seed)
+    layers = inject_unziplora(
+        unet, config.rank, init=config.init, prompt_separation=config.prompt_separation, generator=init_generator
+    )
+    columns = ColumnSeparation(
+        layers,
+        max_train_steps=config.steps,
+        sample_times=config.sample_times,
+        column_ratio=config.column_ratio,
+        similarity_lambda=config.similarity_lambda,
+        steps_per_epoch=image_count,  # batch size 1: one optimizer step per image
+        enabled=config.column_separation,
+        block_separation=config.block_separation,
+        faithful=config.faithful,
+    )
+    groups = param_groups(layers, config.content_lr, config.style_lr, config.merge_lr, config.weight_decay)
+    return layers, columns, _make_optimizer(config, groups)
 
 
 def _make_optimizer(config: TrainConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -362,7 +359,7 @@ def _make_optimizer(config: TrainConfig, groups: list[dict[str, Any]]) -> torch.
 
 
 def _snapshot(
-    layers: dict[str, Any], columns: Any, optimizer: Any, generator: torch.Generator, step: int
+    layers: dict[str, Any], columns: Any, optimizer: Any, generator: torch.Generator, scaler: Any, step: int
 ) -> dict[str, Any]:
     return {
         "step": step,
@@ -370,6 +367,7 @@ def _snapshot(
         "optimizer": optimizer.state_dict(),
         "columns": columns.state_dict(),
         "generator": generator.get_state(),
+        "scaler": scaler.state_dict(),  # {} for a disabled scaler (not fp16)
     }
 
 
@@ -378,7 +376,12 @@ def _strip_base(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _restore(
-    layers: dict[str, Any], columns: Any, optimizer: Any, generator: torch.Generator, state: dict[str, Any]
+    layers: dict[str, Any],
+    columns: Any,
+    optimizer: Any,
+    generator: torch.Generator,
+    scaler: Any,
+    state: dict[str, Any],
 ) -> None:
     for name, layer in layers.items():
         layer.load_state_dict(state["layers"][name], strict=False)
@@ -386,3 +389,5 @@ def _restore(
         optimizer.load_state_dict(state["optimizer"])
     columns.load_state_dict(state["columns"])
     generator.set_state(state["generator"])
+    if state.get("scaler"):  # empty, or None in checkpoints of older versions, when not fp16
+        scaler.load_state_dict(state["scaler"])

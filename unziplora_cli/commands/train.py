@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import shlex
+from inspect import Parameter
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from unziplora.prompts import DEFAULT_TOKEN
 from unziplora_cli._complete import run_ids
 from unziplora_cli._frame import BaseOpt, DeviceOpt, JsonOpt, PrecisionOpt, QuietOpt, RegistryOpt, epilog, run_options
 from unziplora_cli._output import data, emit_json, note, warn
@@ -24,12 +27,70 @@ def _opt(*names: str, help: str, **kw: Any) -> Any:
     return typer.Option(*names, help=help, **kw)
 
 
+def _option_help(name: str, opt: Any, default: Any) -> str:
+    """The option's help with its default; a config-file option names its [train] key."""
+    shown = opt.default_text or (
+        {True: "on", False: "off"}.get(default, default) if isinstance(default, bool) else default
+    )
+    text = opt.help
+    if opt.multiple_of:  # the bounds are stated where a user could not guess them
+        text += f" A multiple of {opt.multiple_of} from {opt.low:g} to {opt.high:g}."
+    if shown is None:
+        return text
+    if opt.config_file:
+        return f"{text} [config train.{name}, else {shown}]"
+    return f"{text} [default: {shown}]"
+
+
+def _training_params() -> list[inspect.Parameter]:
+    """One Typer option per training option, derived from ``TrainConfig``'s fields (never re-declared here).
+
+    Every default is None, so the command knows which flags were given (a config-file default
+    or the dataclass default applies otherwise, and ``--resume`` can refuse what was given).
+    """
+    from unziplora.train.config import defaults, flag_name, kinds, options
+
+    params = []
+    for name, opt in options().items():
+        if not opt.cli:
+            continue
+        kind, flag = kinds()[name], flag_name(name)
+        decl = opt.flag or (f"{flag}/--no-{flag[2:]}" if kind is bool else flag)
+        extra = {"metavar": opt.metavar} if opt.metavar else {}
+        typer_opt = typer.Option(decl, help=_option_help(name, opt, defaults()[name]), show_default=False, **extra)
+        params.append(
+            inspect.Parameter(name, Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, typer_opt])
+        )
+        for old in opt.old_names:  # the flag's earlier spelling keeps working, unlisted
+            alias = typer.Option(flag_name(old), help=f"Old name of {flag}.", hidden=True, show_default=False)
+            params.append(
+                inspect.Parameter(old, Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, alias])
+            )
+    return params
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The training options given on the command line, old flag names mapped to the current ones."""
+    from unziplora.errors import UsageError
+    from unziplora.train.config import flag_name, renamed
+
+    given = {k: v for k, v in options.items() if v is not None}
+    for name, old in renamed().items():
+        if old in given:
+            if name in given:
+                raise UsageError(f"{flag_name(old)} is the old name of {flag_name(name)}; give only {flag_name(name)}.")
+            given[name] = given.pop(old)
+    return given
+
+
 def train(
     ctx: typer.Context,
     images: Annotated[list[Path] | None, typer.Argument(help="Image files and/or folders.", show_default=False)] = None,
     subject: Annotated[str | None, _opt("--subject", help="Subject words, e.g. 'cat'.")] = None,
     style: Annotated[str | None, _opt("--style", help="Style words, e.g. 'pencil sketch'.")] = None,
-    token: Annotated[str, _opt("--token", help="Rare token that marks the subject.")] = "monadikos",
+    token: Annotated[
+        str | None, _opt("--token", help=f"Rare token that marks the subject. [default: {DEFAULT_TOKEN}]")
+    ] = None,
     prompt: Annotated[str | None, _opt("--prompt", help="Override the combined prompt.")] = None,
     content_prompt: Annotated[str | None, _opt("--content-prompt", help="Override the content prompt.")] = None,
     style_prompt: Annotated[str | None, _opt("--style-prompt", help="Override the style prompt.")] = None,
@@ -40,64 +101,24 @@ def train(
         _opt(
             "--resume",
             metavar="RUN",
-            help="Finish an interrupted run (see 'unzip list --runs').",
+            help="Finish an interrupted run (see 'unzip list --runs') with its own settings; only "
+            "--checkpoint-every, --preview-every and --preview-steps may change.",
             autocompletion=run_ids,
         ),
     ] = None,
     base: BaseOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
-    steps: Annotated[int | None, _opt("--steps", help="Optimizer steps [config, else 600].")] = None,
-    rank: Annotated[int | None, _opt("--rank", help="LoRA rank of each branch [config, else 64].")] = None,
-    resolution: Annotated[int | None, _opt("--resolution", help="Training size in pixels [config, else 1024].")] = None,
-    content_lr: Annotated[float, _opt("--content-lr", help="Content LoRA learning rate.")] = 5e-5,
-    style_lr: Annotated[float, _opt("--style-lr", help="Style LoRA learning rate.")] = 5e-5,
-    mask_lr: Annotated[float, _opt("--mask-lr", help="Merge-vector learning rate.")] = 5e-3,
-    similarity_lambda: Annotated[
-        float, _opt("--similarity-lambda", help="Weight of the merge orthogonality loss.")
-    ] = 0.5,
-    sample_times: Annotated[int, _opt("--sample-times", help="Column-selection rounds.")] = 3,
-    column_ratio: Annotated[float, _opt("--column-ratio", help="Share of columns selected per round.")] = 0.1,
-    no_prompt_separation: Annotated[
-        bool, _opt("--no-prompt-separation", help="Ablation: one prompt for all branches.")
-    ] = False,
-    no_column_separation: Annotated[
-        bool, _opt("--no-column-separation", help="Ablation: no column masks or merges.")
-    ] = False,
-    no_block_separation: Annotated[
-        bool, _opt("--no-block-separation", help="Ablation: every block both-sparse.")
-    ] = False,
-    optimizer: Annotated[str, _opt("--optimizer", help="adamw or adamw8bit (needs the 8bit extra).")] = "adamw",
-    seed: Annotated[int, _opt("--seed", help="Random seed.")] = 0,
-    min_snr_gamma: Annotated[
-        float | None, _opt("--min-snr-gamma", help="Min-SNR loss weighting (off by default).")
-    ] = None,
-    noise_offset: Annotated[float, _opt("--noise-offset", help="Offset noise strength (off by default).")] = 0.0,
-    gradient_checkpointing: Annotated[
-        bool | None,
-        _opt("--gradient-checkpointing/--no-gradient-checkpointing", help="[default: on for GPU]", show_default=False),
-    ] = None,
-    save_precision: Annotated[str, _opt("--save-precision", help="fp16, bf16 or fp32 payloads.")] = "fp16",
-    preview_every: Annotated[
-        int, _opt("--preview-every", metavar="N", help="Write preview samples every N steps.")
-    ] = 0,
-    preview_steps: Annotated[int, _opt("--preview-steps", help="Sampling steps for previews.")] = 25,
-    checkpoint_every: Annotated[
-        int, _opt("--checkpoint-every", metavar="N", help="Checkpoint every N steps (Ctrl-C also does).")
-    ] = 0,
-    faithful: Annotated[
-        bool | None,
-        _opt(
-            "--faithful/--no-faithful",
-            help="The official code's numerics: its column rule, unmasked RESET merge grads, fp16 + 8-bit AdamW [config train.faithful, else off].",
-            show_default=False,
-        ),
-    ] = None,
+    *,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
+    **options: Any,  # the training options: see _training_params
 ) -> None:
     """Split images into a content LoRA and a style LoRA; print the new entry id."""
+    from dataclasses import asdict, replace
+
+    from unziplora.base_model import native_resolution
     from unziplora.errors import ConfigError, TrainingError, UsageError
     from unziplora.registry import Registry
     from unziplora.settings import load_settings
@@ -105,23 +126,32 @@ def train(
     from unziplora.train.config import TrainConfig
 
     opts = run_options(ctx, registry=registry, json=json, quiet=quiet)
+    given = _given(options)
     settings = load_settings(registry=opts.registry, base_model=base, device=device, precision=precision)
     rank_index, world = distributed(settings.device)
     progress = TrainProgress(quiet=opts.quiet or rank_index != 0)
+    words = dict(
+        subject=subject,
+        style=style,
+        token=token,
+        prompt=prompt,
+        content_prompt=content_prompt,
+        style_prompt=style_prompt,
+    )
     if resume:
-        from unziplora.train.run import open_run
+        from unziplora.train.run import claim_for_resume, open_run
 
         if world > 1:
             raise ConfigError("--resume continues one run in one process; run it without torchrun/accelerate launch.")
         if images:
             raise UsageError("--resume continues a run with its own images; do not pass images with it.")
-        from unziplora.train.run import claim_for_resume
-
         run = open_run(settings.registry, resume)
+        safe = _refuse_resume_changes(run, given, words, name=name, each=each, base=base, precision=precision)
         claim_for_resume(
             run, Registry.from_settings(settings.registry)
         )  # one line if in use, unrecorded or already an entry
         request = request_from_run(run)
+        request.config = replace(request.config, **safe)
         if request.config.faithful:
             settings = _faithful(request.config, settings, [request])[0]
         base_ref = run.record["base"]["ref"]
@@ -130,48 +160,13 @@ def train(
     else:
         if not images:
             raise UsageError("no images given; pass one or more image files or folders (see 'unzip train --help').")
-        config = TrainConfig(
-            steps=settings.train.steps if steps is None else steps,
-            rank=settings.train.rank if rank is None else rank,
-            resolution=settings.train.resolution if resolution is None else resolution,
-            content_lr=content_lr,
-            style_lr=style_lr,
-            mask_lr=mask_lr,
-            similarity_lambda=similarity_lambda,
-            sample_times=sample_times,
-            column_ratio=column_ratio,
-            prompt_separation=not no_prompt_separation,
-            column_separation=not no_column_separation,
-            block_separation=not no_block_separation,
-            optimizer=optimizer,
-            seed=seed,
-            min_snr_gamma=min_snr_gamma,
-            noise_offset=noise_offset,
-            gradient_checkpointing=gradient_checkpointing,
-            save_precision=save_precision,
-            preview_every=preview_every,
-            preview_steps=preview_steps,
-            checkpoint_every=checkpoint_every,
-            faithful=settings.train.faithful if faithful is None else faithful,
-        )
+        from_file = {k: v for k, v in asdict(settings.train).items() if v is not None}
+        config = TrainConfig(**{**from_file, **given})
         base_ref = settings.base_model
-        _check_base_and_device(base_ref, settings)  # cheap refusals before any image is read
-        command = _command_line(
-            images, subject, style, token, prompt, content_prompt, style_prompt, name, each, base_ref, config
-        )
-        prepared = prepare_requests(
-            images,
-            config=config,
-            each=each,
-            subject=subject,
-            style=style,
-            token=token,
-            prompt=prompt,
-            content_prompt=content_prompt,
-            style_prompt=style_prompt,
-            name=name,
-            command=command,
-        )
+        spec = _check_base_and_device(base_ref, settings)  # cheap refusals before any image is read
+        config = config.with_resolution(native_resolution(spec))
+        command = _command_line(images, words, name, each, base_ref, config)
+        prepared = prepare_requests(images, config=config, each=each, name=name, command=command, **words)
         for line in prepared.notes:
             if "smaller than" in line:
                 warn(line)
@@ -274,7 +269,43 @@ def _report(entries: list[Any], world: int, rank_index: int, as_json: bool) -> N
             data(record["id"])
 
 
-def _check_base_and_device(base_ref: str, settings: Any) -> None:
+def _refuse_resume_changes(
+    run: Any, given: dict[str, Any], words: dict[str, Any], *, name: Any, each: bool, base: Any, precision: Any
+) -> dict[str, Any]:
+    """The resume-safe options given; refuse (exit 2) any other flag that would change the run.
+
+    A resumed run must end where the uninterrupted one would: its rank, learning rates and steps
+    are fixed by its first start (the column-selection period is ``ceil(steps / sample-times)``,
+    so even more steps would change the schedule already followed). Only options that decide
+    when files are written may change. Values equal to the run's own are accepted.
+    """
+    from unziplora.base_model import parse_base
+    from unziplora.errors import UsageError
+    from unziplora.train.config import TrainConfig, flag_name, options
+
+    stored = run.record.get("config")
+    if not isinstance(stored, dict):
+        return {}  # claim_for_resume refuses a run without a readable config
+    own = TrainConfig.from_dict(stored).to_dict()
+    changed = [flag_name(k) for k, v in given.items() if v != own[k] and not options()[k].resume_safe]
+    changed += [flag_name(k) for k, v in words.items() if v is not None]
+    changed += ["--name"] if name is not None else []
+    changed += ["--each"] if each else []
+    recorded_base = (run.record.get("base") or {}).get("ref")
+    if base is not None and parse_base(base).ref != recorded_base:
+        changed.append("--base")
+    if precision not in (None, "auto") and precision != run.record.get("precision"):
+        changed.append("--precision")
+    if changed:
+        raise UsageError(
+            f"--resume finishes run {run.id} with the settings it started with; {', '.join(changed)} would change "
+            f"them: drop {'it' if len(changed) == 1 else 'them'}, or discard the run with 'unzip rm --run {run.id}' "
+            "and train again."
+        )
+    return {k: v for k, v in given.items() if options()[k].resume_safe}
+
+
+def _check_base_and_device(base_ref: str, settings: Any) -> Any:
     from unziplora.base_model import parse_base
     from unziplora.device import resolve_placement
 
@@ -284,6 +315,7 @@ def _check_base_and_device(base_ref: str, settings: Any) -> None:
 
         check_file_base(spec.ref)  # the header alone: a LoRA or a wrong file is refused before torch is imported
     resolve_placement(settings.device, settings.precision)
+    return spec
 
 
 def _tiny_note(base_ref: str, quiet: bool) -> None:
@@ -291,52 +323,42 @@ def _tiny_note(base_ref: str, quiet: bool) -> None:
         note("note: tiny-sdxl is a toy base with random weights; its LoRAs and images are noise.", quiet=quiet)
 
 
-def _command_line(
-    images: list[Path],
-    subject: Any,
-    style: Any,
-    token: str,
-    prompt: Any,
-    content_prompt: Any,
-    style_prompt: Any,
-    name: Any,
-    each: bool,
-    base: str,
-    config: Any,
-) -> str:
-    """The exact command-line equivalent, recorded in entry.json."""
-    words = ["unzip", "train", *[str(p) for p in images]]
-    for flag, value in (
-        ("--subject", subject),
-        ("--style", style),
-        ("--prompt", prompt),
-        ("--content-prompt", content_prompt),
-        ("--style-prompt", style_prompt),
-        ("--name", name),
-    ):
-        if value is not None:
-            words += [flag, str(value)]
-    if token != "monadikos":
-        words += ["--token", token]
+def _command_line(images: list[Path], words: dict[str, Any], name: Any, each: bool, base: str, config: Any) -> str:
+    """The exact command-line equivalent, recorded in entry.json.
+
+    Options that a config file may set (steps, rank, resolution, faithful) are always written,
+    so the line repeats the run whatever the config file says; others only when not the default.
+    """
+    from unziplora.train.config import defaults, flag_name, options
+
+    words_out = ["unzip", "train", *[str(p) for p in images]]
+    for key, value in (*words.items(), ("name", name)):
+        if value is not None and not (key == "token" and value == DEFAULT_TOKEN):
+            words_out += [flag_name(key), str(value)]
     if each:
-        words.append("--each")
-    words += ["--base", base]
-    defaults = type(config)()
+        words_out.append("--each")
+    words_out += ["--base", base]
     for key, value in config.to_dict().items():
-        if key in ("prompt_separation", "column_separation", "block_separation"):
-            if not value:
-                words.append(f"--no-{key.replace('_', '-')}")
-        elif key == "faithful":
-            if value:
-                words.append("--faithful")
-        elif key == "gradient_checkpointing":
-            if value is not None:
-                words.append("--gradient-checkpointing" if value else "--no-gradient-checkpointing")
-        elif key in ("init", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm"):
+        opt = options()[key]
+        if not opt.cli or value is None or (value == defaults()[key] and not opt.config_file):
             continue
-        elif (key in ("steps", "rank", "resolution") or value != getattr(defaults, key)) and value is not None:
-            words += [f"--{key.replace('_', '-')}", str(value)]
-    return shlex.join(words)
+        if isinstance(value, bool):
+            words_out.append(flag_name(key) if value else f"--no-{flag_name(key)[2:]}")
+        else:
+            words_out += [flag_name(key), str(value)]
+    return shlex.join(words_out)
+
+
+def _signature() -> inspect.Signature:
+    """``train``'s own parameters with the derived training options in place of ``**options`` (after --precision)."""
+    own = [
+        p for p in inspect.signature(train, eval_str=True).parameters.values() if p.kind is not Parameter.VAR_KEYWORD
+    ]
+    at = [p.name for p in own].index("registry")
+    return inspect.Signature([*own[:at], *_training_params(), *own[at:]])
+
+
+train.__signature__ = _signature()  # type: ignore[attr-defined]  # what Typer reads to build the command
 
 
 def register(app: typer.Typer) -> None:
