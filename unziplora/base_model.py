@@ -156,12 +156,18 @@ def _read_config(path: Path) -> dict[str, Any] | None:
 SDXL_CONFIG_DIR = Path(__file__).parent / "sdxl_config"  # what single-file SDXL checkpoints load with
 
 
-def _file_config(spec: BaseSpec) -> Path:
-    """The config folder a single file loads with (chosen from its header's shapes, as the loader does)."""
+def _file_config(spec: BaseSpec) -> Path | None:
+    """The config folder a single file loads with (chosen from its header's shapes, as the loader does).
+
+    None when the header is unusable: the caller falls back to SDXL's configs and loading reports the fault.
+    """
     from unziplora.single_file import check_sdxl_file
     from unziplora.single_file_arch import config_folder
 
-    return config_folder(check_sdxl_file(spec.ref))[1]
+    try:
+        return config_folder(check_sdxl_file(spec.ref))[1]
+    except BaseModelError:
+        return None
 
 
 def native_resolution(spec: BaseSpec) -> int:
