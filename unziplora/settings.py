@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from unziplora.dtypes import PRECISIONS
 from unziplora.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -47,7 +48,6 @@ ENV_THREADS = "UNZIPLORA_THREADS"
 
 _TOP_KEYS = {"base_model": str, "device": str, "precision": str, "registry": str}
 _TRAIN_KEYS = {"steps": int, "rank": int, "resolution": int, "faithful": bool}
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)

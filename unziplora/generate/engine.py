@@ -40,9 +40,9 @@ def _identity(entry: Any | None, part: str) -> tuple[str, ...] | None:
     """Where an entry's tensors come from and their recorded hashes: equal means already loaded."""
     if entry is None:
         return None
-    files = entry.files
-    hashes = tuple(str(files.get(name, {}).get("sha256")) for name in (f"{part}.safetensors", "masks.safetensors"))
-    return (str(entry.path), *hashes)
+    from unziplora.entry_files import payload_hashes
+
+    return (str(entry.path), *payload_hashes(entry, part))
 
 
 class Studio:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from unziplora.fileio import fsync_dir
 from unziplora.registry import entry as entry_mod
-from unziplora.registry.fsutil import fsync_dir, pause
+from unziplora.registry.fsutil import pause
 
 if TYPE_CHECKING:
     from unziplora.registry.store import Registry

@@ -33,10 +33,11 @@ from typing import Any
 
 from unziplora import __version__
 from unziplora.errors import AmbiguousEntryError, DamagedEntryError, EntryNotFoundError, RegistryError
+from unziplora.fileio import fsync_dir, hash_file, write_file
 from unziplora.registry import entry as entry_mod
 from unziplora.registry import ids, marker, schema
 from unziplora.registry.entry import ENTRY_JSON, Entry
-from unziplora.registry.fsutil import fsync_dir, hash_file, pause, try_lock, walk_files, write_file, writer_lock
+from unziplora.registry.fsutil import pause, try_lock, walk_files, writer_lock
 from unziplora.registry.removal import RemovalPlan, plan_removal
 
 

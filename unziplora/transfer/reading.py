@@ -15,7 +15,6 @@ can run code), except the official merge vectors, which are loaded with the weig
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -25,7 +24,8 @@ from typing import Any
 
 from unziplora.errors import ImportFormatError
 from unziplora.formats.peft import DIFFUSERS_WEIGHT_NAME
-from unziplora.transfer.layout import PROJECTIONS, describe_missing
+from unziplora.transfer.layout import describe_missing
+from unziplora.unet_layout import PROJECTIONS
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 FORMAT_NAMES = {"kohya": "kohya", "peft": "diffusers", "official": "diffusers"}
@@ -49,16 +49,6 @@ class ReadLoRA:
     official_stem: Path | None = None
     naming: dict[str, str] = field(default_factory=dict)  # part -> "kohya" / "diffusers": names in errors
     notes: list[str] = field(default_factory=list)  # warnings for the user (modules dropped or filled)
-
-
-def sha256_of(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def read_official(path: str | os.PathLike[str]) -> ReadLoRA:
