@@ -44,8 +44,6 @@ class Check:
         return asdict(self)
 
 
-
-
 def package_checks() -> list[Check]:
     checks = [
         Check("python", "ok", f"{platform.python_version()} ({sys.executable})"),
