@@ -5,8 +5,11 @@ injects UnZipLoRA layers once, and per call only loads the entries' tensors (ski
 the ones already loaded), folds, samples and unfolds. Notebook use::
 
     from unziplora.generate import Studio
-    studio = Studio.load("tiny-sdxl")
+    from unziplora.registry import Registry
+    studio = Studio.load("tiny-sdxl", registry=Registry.from_settings())
     images = studio.compose("cat-sketch-3f2a", "rose-popart-91c0", "on a beach", num=2)
+
+Entries may be given as Entry objects or, with a registry, as ids; the Studio never reads settings.
 """
 
 from __future__ import annotations
@@ -76,9 +79,7 @@ class Studio:
         if value is None or not isinstance(value, str):
             return value
         if self.registry is None:
-            from unziplora.registry import Registry
-
-            self.registry = Registry.from_settings()
+            raise ValueError(f"entry {value!r} given by id, but this Studio has no registry; pass registry= to load()")
         return self.registry.get(value)
 
     def _use(self, content: Any | None, style: Any | None) -> None:

@@ -23,16 +23,16 @@ from unziplora.entry_files import PARTS, prompt_fields, write_payload
 from unziplora.errors import ImportFormatError, PromptError
 from unziplora.fileio import hash_file
 from unziplora.formats.peft import DIFFUSERS_WEIGHT_NAME
+from unziplora.settings import DEFAULT_BASE_MODEL
 from unziplora.transfer.reading import ReadLoRA, check_fits, file_prompts, read_official, read_pair
 
 Ask = Callable[[str], str]
 
 
-def _base(base: str | None) -> tuple[Any, dict[str, str]]:
+def _base(base: str) -> tuple[Any, dict[str, str]]:
     from unziplora.base_model import fingerprint, parse_base
-    from unziplora.settings import load_settings
 
-    spec = parse_base(load_settings(base_model=base).base_model)
+    spec = parse_base(base)
     return spec, {"ref": spec.ref, "kind": spec.kind, "fingerprint": fingerprint(spec)}
 
 
@@ -105,7 +105,7 @@ def _write(
     subject: str | None,
     style: str | None,
     name: str | None,
-    base: str | None,
+    base: str,
     ask: Ask | None,
     attention_only: bool = False,
     on_note: Callable[[str], None] | None = None,
@@ -182,7 +182,7 @@ def import_official(
     subject: str | None = None,
     style: str | None = None,
     name: str | None = None,
-    base: str | None = None,
+    base: str = DEFAULT_BASE_MODEL,
     ask: Ask | None = None,
 ) -> Any:
     """Import an official UnZipLoRA output (``X`` or any of its pieces) as a new entry.
@@ -192,7 +192,7 @@ def import_official(
             ``X_merger_*.pth``.
         registry: the Registry to write into.
         subject / style: the words (official outputs do not record them); else ``ask`` is called.
-        base: the base it was trained on (default: the configured base, SDXL base 1.0).
+        base: the base it was trained on (default SDXL base 1.0; the CLI passes the configured one).
 
     Returns:
         The new Entry. Raises ImportFormatError / PromptError / BaseModelError with the registry unchanged.
@@ -214,7 +214,7 @@ def import_files(
     subject: str | None = None,
     style: str | None = None,
     name: str | None = None,
-    base: str | None = None,
+    base: str = DEFAULT_BASE_MODEL,
     ask: Ask | None = None,
     skip_text_encoders: bool = False,
     attention_only: bool = False,
