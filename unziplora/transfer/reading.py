@@ -219,7 +219,7 @@ def attention_only(
             f"{what}: {len(missing)} attention projections absent from the file get a zero delta (--attention-only)"
         )
     if not kept:
-        raise ImportFormatError(f"the {what} has no attention projections (to_q/to_k/to_v/to_out.0)")
+        raise ImportFormatError(f"the {what} has no attention projections ({'/'.join(PROJECTIONS)})")
     return join_pairs(kept), notes
 
 
@@ -250,7 +250,7 @@ def check_fits(
         if foreign:
             raise ImportFormatError(
                 f"the {what} changes {len(foreign)} modules that are not attention projections "
-                f"(e.g. {file_name(foreign[0], naming)}); unziplora entries hold LoRAs of to_q/to_k/to_v/to_out.0 "
+                f"(e.g. {file_name(foreign[0], naming)}); unziplora entries hold LoRAs of {'/'.join(PROJECTIONS)} "
                 + ("only: pass --attention-only to drop them" if offer_flag else "only")
             )
         raise ImportFormatError(
