@@ -10,7 +10,8 @@
 * :func:`match_new_file_mode` — give a file the mode a plain ``open()`` would have given it, found
   by creating a probe file next to it (huggingface_hub's way): safetensors creates 0600 files, and
   reading the umask means setting it, which races with other threads.
-* :func:`read_safetensors` — the only safetensors reader (``safe_open``: no pickle ever runs).
+* :func:`read_safetensors` — the only safetensors reader (``safe_open``: no pickle ever runs), and
+  :func:`read_safetensors_header`, the only header parser (plain JSON, no torch).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import json
 import os
 import stat
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     import torch
 
 _CHUNK = 1 << 20
+_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
 
 class UnreadableSafetensors(ValueError):
@@ -155,3 +158,28 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tens
     except (SafetensorError, OSError, ValueError) as exc:
         raise UnreadableSafetensors(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
     return tensors, metadata
+
+
+def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON header of a safetensors file (tensor entries and ``__metadata__``), read without torch.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        UnreadableSafetensors: it is not a safetensors file (the message says why, one line).
+    """
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(8)
+            if len(raw) != 8:
+                raise UnreadableSafetensors("file shorter than a safetensors header")
+            (size,) = struct.unpack("<Q", raw)
+            if size <= 0 or size > _MAX_HEADER:
+                raise UnreadableSafetensors("header length is implausible")
+            header = json.loads(handle.read(size))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnreadableSafetensors(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+    if not isinstance(header, dict):
+        raise UnreadableSafetensors("header is not a table")
+    return header

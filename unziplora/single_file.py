@@ -6,14 +6,10 @@ refused before gigabytes of weights are loaded. Light: no torch import.
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 
 from unziplora.errors import BaseModelError
-
-# The largest header we accept (real SDXL headers are a few hundred KB).
-_MAX_HEADER = 100 * 1024 * 1024
+from unziplora.fileio import UnreadableSafetensors, read_safetensors_header
 
 # Key prefixes that mark each family, checked in order (the first family that matches wins).
 _FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -30,20 +26,11 @@ def header_keys(path: str | Path) -> list[str]:
     """The tensor names in a safetensors file's header (``__metadata__`` left out)."""
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise BaseModelError(f"base model {path} is not a safetensors file (too short).")
-            (size,) = struct.unpack("<Q", raw)
-            if size <= 0 or size > _MAX_HEADER:
-                raise BaseModelError(f"base model {path} is not a safetensors file (bad header size).")
-            header = json.loads(fh.read(size))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        if isinstance(exc, BaseModelError):
-            raise
+        header = read_safetensors_header(path)
+    except UnreadableSafetensors as exc:
+        raise BaseModelError(f"base model {path} is not a safetensors file ({exc}).") from exc
+    except OSError as exc:
         raise BaseModelError(f"base model {path} is not a readable safetensors file: {exc}") from exc
-    if not isinstance(header, dict):
-        raise BaseModelError(f"base model {path} is not a safetensors file (header is not a table).")
     return [key for key in header if key != "__metadata__"]
 
 

@@ -10,9 +10,7 @@ replaced (``force=True``) into place — the huggingface_hub habit (STYLE.md hab
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,17 +111,10 @@ def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """
     p = Path(path)
     try:
-        with open(p, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise ValueError("file shorter than a safetensors header")
-            (n,) = struct.unpack("<Q", raw)
-            if n > 100 * 1024 * 1024:
-                raise ValueError("header length is implausible")
-            header = json.loads(fh.read(n))
+        header = fileio.read_safetensors_header(p)
     except FileNotFoundError:
         raise ImportFormatError(f"{p} does not exist.") from None
-    except (OSError, ValueError) as exc:
+    except fileio.UnreadableSafetensors as exc:
         raise ImportFormatError(f"{p} is not a safetensors file ({exc}).") from None
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    meta = header.get("__metadata__")
     return {str(k): str(v) for k, v in (meta or {}).items()}
