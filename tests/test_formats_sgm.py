@@ -6,13 +6,13 @@ import pytest
 
 from unziplora.errors import ImportFormatError
 from unziplora.formats.sgm import (
-    SDXL_ATTENTION_GROUPS,
     diffusers_to_kohya_key,
     diffusers_to_sgm,
     kohya_to_diffusers_module,
     sdxl_attention_projections,
     sgm_to_diffusers,
 )
+from unziplora.unet_layout import SDXL_GROUP_TABLE
 
 # FORMATS.md 1.3, verbatim.
 TABLE = [
@@ -31,7 +31,7 @@ TABLE = [
 
 
 def test_group_table_matches_formats_md():
-    assert [(d, "lora_unet_" + s.replace(".", "_") + "_", n) for d, s, n in SDXL_ATTENTION_GROUPS] == TABLE
+    assert [(d, "lora_unet_" + s.replace(".", "_") + "_", n) for d, s, n in SDXL_GROUP_TABLE] == TABLE
 
 
 def test_full_sdxl_has_560_projections_that_map_and_map_back():

@@ -127,7 +127,9 @@ def test_cross_entry_compose_uses_content_of_a_and_style_of_b(studio, fresh_pipe
         manual = sample_images(fresh_pipe, plan, seeds=[3], guidance=5.0, sampler="ddpm", **FAST)[0]
     finally:
         remove_unziplora(fresh_pipe.unet)
-    assert max_diff(result.image, manual) == 0
+    # Another pipeline object (with its own history of loads and requires_grad flags) may run other
+    # CPU kernels: the same image means the same to within one 8-bit level, not bit for bit.
+    assert max_diff(result.image, manual) <= 1
 
 
 def test_entries_of_different_ranks_combine(studio, reg, entry_a):

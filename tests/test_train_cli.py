@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -119,8 +118,17 @@ def test_same_seed_same_result_and_seed_changes_it(cli, isolated_env: Path, tmp_
     assert any(not bool((a[k] == c[k]).all()) for k in a)
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(cli, isolated_env: Path, tmp_path: Path) -> None:
+def test_interrupted_then_resumed_equals_uninterrupted(cli, isolated_env: Path, tmp_path: Path, monkeypatch) -> None:
+    """A real Ctrl-C (SIGINT to this process) in the middle of a run, after a selection round and a
+    checkpoint, then ``--resume``: the entry equals the one an uninterrupted run makes.
+
+    In-process: the interruption is a real signal at a known step (7 of 12, selection rounds every 4
+    steps: after the round at 4 and the checkpoint at 6, before the round at 8), so no subprocess
+    start-up is paid and the moment is not a race with a polling loop.
+    """
     import torch
+
+    from unziplora_cli.progress import TrainProgress
 
     image = make_image(tmp_path / "owl.png", seed=5)
     args = [
@@ -131,7 +139,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(cli, isolated_env: Path, 
         "--style",
         "ink",
         "--steps",
-        "30",
+        "12",
         "--sample-times",
         "3",
         "--save-precision",
@@ -140,50 +148,37 @@ def test_interrupted_then_resumed_equals_uninterrupted(cli, isolated_env: Path, 
         "-q",
     ]
     reference = cli(*args).stdout.strip()
-    env = dict(os.environ, UNZIPLORA_HOME=str(tmp_path / "reg2"))
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "unzip"), *args, "--checkpoint-every", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 240
-    while not list((tmp_path / "reg2" / "runs").glob("*/checkpoint.json")):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=240)
-    assert proc.returncode == 130, err
-    assert out == ""
-    assert not list((tmp_path / "reg2" / "entries").glob("*"))  # no entry from an unfinished run
-    run_id = err.strip().splitlines()[-1].removeprefix("resume with: unzip train --resume ")
-    assert (tmp_path / "reg2" / "runs" / run_id / "run.json").is_file()
-    run_json = (tmp_path / "reg2" / "runs" / run_id / "run.json").read_bytes()
-    changed = cli("train", "--resume", run_id, "--registry", str(tmp_path / "reg2"), "--steps", "60", "--rank", "8")
+    second = tmp_path / "reg2"
+    real_step = TrainProgress.step
+
+    def step(self, report):  # the handler only sets a flag; the loop stops at the step's end
+        if report.step == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(self, report)
+
+    monkeypatch.setattr(TrainProgress, "step", step)
+    interrupted = cli(*args, "--checkpoint-every", "2", "--registry", str(second))
+    monkeypatch.setattr(TrainProgress, "step", real_step)
+    assert interrupted.exit_code == 130, interrupted.stderr
+    assert interrupted.stdout == ""
+    assert not list((second / "entries").glob("*"))  # no entry from an unfinished run
+    run_id = interrupted.stderr.strip().splitlines()[-1].removeprefix("resume with: unzip train --resume ")
+    assert (second / "runs" / run_id / "run.json").is_file()
+    run_json = (second / "runs" / run_id / "run.json").read_bytes()
+    changed = cli("train", "--resume", run_id, "--registry", str(second), "--steps", "60", "--rank", "8")
     assert (changed.exit_code, changed.stdout) == (2, "")  # flags that would change the run are refused
     assert changed.stderr == (
         f"error: --resume finishes run {run_id} with the settings it started with; --steps, --rank would change "
         f"them: drop them, or discard the run with 'unzip rm --run {run_id}' and train again.\n"
     )
-    assert (tmp_path / "reg2" / "runs" / run_id / "run.json").read_bytes() == run_json
+    assert (second / "runs" / run_id / "run.json").read_bytes() == run_json
     # Its own values are accepted, and when checkpoints are written may change: the result is the same.
     resumed = cli(
-        "train",
-        "--resume",
-        run_id,
-        "--registry",
-        str(tmp_path / "reg2"),
-        "--steps",
-        "30",
-        "--checkpoint-every",
-        "7",
-        "-q",
+        "train", "--resume", run_id, "--registry", str(second), "--steps", "12", "--checkpoint-every", "5", "-q"
     )
     assert resumed.exit_code == 0, resumed.stderr
-    assert not (tmp_path / "reg2" / "runs" / run_id).exists()
-    ref_dir, new_dir = entry_dir(isolated_env, reference), entry_dir(tmp_path / "reg2", resumed.stdout.strip())
+    assert not (second / "runs" / run_id).exists()
+    ref_dir, new_dir = entry_dir(isolated_env, reference), entry_dir(second, resumed.stdout.strip())
     for name in ("content.safetensors", "style.safetensors", "masks.safetensors"):
         a, b = tensors(ref_dir / name), tensors(new_dir / name)
         assert a.keys() == b.keys()

@@ -17,14 +17,14 @@ def built_shapes(config: dict) -> dict[str, tuple[int, int]]:
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel
 
-    from unziplora.method.inject import PROJECTION_NAMES
+    from unziplora.unet_layout import PROJECTIONS
 
     with init_empty_weights():
         unet = UNet2DConditionModel(**config)
     return {
         name: (m.in_features, m.out_features)
         for name, m in unet.named_modules()
-        if ".attn" in name and name.endswith(PROJECTION_NAMES)
+        if ".attn" in name and name.endswith(PROJECTIONS)
     }
 
 

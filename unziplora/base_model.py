@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from unziplora.errors import BaseModelError
+from unziplora.settings import DEFAULT_BASE_MODEL
 from unziplora.tiny_sdxl import TINY_SDXL, TINY_SDXL_VERSION
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -72,7 +73,7 @@ def parse_base(value: str) -> BaseSpec:
         return BaseSpec("hub", text)
     raise BaseModelError(
         f"base model '{text}' is neither an existing folder or .safetensors file nor a Hugging Face id like "
-        "stabilityai/stable-diffusion-xl-base-1.0."
+        f"{DEFAULT_BASE_MODEL}."
     )
 
 

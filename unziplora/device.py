@@ -14,10 +14,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from unziplora.dtypes import PRECISIONS, torch_dtype
 from unziplora.errors import DeviceError
 from unziplora.settings import ENV_THREADS
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 PURPOSES = ("train", "generate")
 
 
@@ -30,9 +30,7 @@ class Placement:
 
     @property
     def dtype(self) -> Any:
-        import torch
-
-        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+        return torch_dtype(self.precision)
 
     @property
     def is_gpu(self) -> bool:

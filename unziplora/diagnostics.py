@@ -1,8 +1,7 @@
 """What ``unzip doctor`` checks: packages, device, config, registry, base model, evaluation models.
 
 Each check is a :class:`Check` with a status of ``ok``, ``warn`` or ``fail``; ``fail`` means
-something required is missing and the command exits 1. Other modules may contribute checks
-through :data:`EXTRA_CHECKS` (the registry adds one for damaged entries).
+something required is missing and the command exits 1.
 """
 
 from __future__ import annotations
@@ -44,9 +43,6 @@ class Check:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
-
-
-EXTRA_CHECKS: list[Callable[[Settings], list[Check]]] = []
 
 
 def package_checks() -> list[Check]:
@@ -102,6 +98,27 @@ def registry_check(registry: Path) -> Check:
     return Check("registry", "ok", f"{registry} (writable, {state})")
 
 
+def entries_check(registry: Path) -> Check:
+    """One ``entries`` line: how many entries, or which ones are damaged (status fail)."""
+    from unziplora.registry.store import Registry
+
+    try:
+        entries = Registry(registry).list()
+    except (UnZipLoRAError, OSError) as exc:
+        return Check("entries", "fail", f"cannot list {registry}: {exc}")
+    damaged = [e for e in entries if e.damaged]
+    if not damaged:
+        return Check("entries", "ok", f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, none damaged")
+    shown = "; ".join(f"{e.id} ({e.damaged})" for e in damaged[:10])
+    more = f"; and {len(damaged) - 10} more" if len(damaged) > 10 else ""
+    return Check(
+        "entries",
+        "fail",
+        f"{len(damaged)} of {len(entries)} damaged: {shown}{more}. "
+        "Inspect with 'unzip show ID --verify'; remove with 'unzip rm ID'",
+    )
+
+
 def base_check(settings: Settings, *, reachable: Callable[[], bool] | None = None) -> Check:
     """The base model: loadable as it is (ok), fetched by the first train (warn), or not usable (fail).
 
@@ -142,15 +159,12 @@ def eval_model_checks() -> list[Check]:
 
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in display order."""
-    import unziplora.registry.checks  # noqa: F401 - adds the damaged-entries check to EXTRA_CHECKS
-
     checks = package_checks()
     checks.append(device_check(settings))
     config_state = "exists" if settings.config_path.exists() else "not present (defaults in use)"
     checks.append(Check("config", "ok", f"{settings.config_path} ({config_state})"))
     checks.append(registry_check(settings.registry))
-    for extra in EXTRA_CHECKS:
-        checks.extend(extra(settings))
+    checks.append(entries_check(settings.registry))
     checks.append(base_check(settings))
     checks.extend(eval_model_checks())
     if os.environ.get("HF_HUB_OFFLINE"):

@@ -1,20 +1,33 @@
-"""What the LoRA files inside a registry entry say about themselves.
+"""The files inside a registry entry: their names, the one writer and the one reader of the LoRAs.
 
-Training and ``unzip import`` both write ``content.safetensors`` / ``style.safetensors`` into
-entries; this module owns their names, their safetensors metadata (``unziplora.*`` keys that
-make a copied-out file self-describing) and the prompt fields of the entry record. Light.
+Training and ``unzip import`` both write ``content.safetensors`` / ``style.safetensors`` (PEFT keys
+``unet.<module>.lora_A/B.weight``, scale 1) and ``masks.safetensors`` (merge vectors fp32 and column
+masks bool) through :func:`write_payload`; compose, restyle and export read them back through
+:func:`read_payload`. This module also owns their safetensors metadata (``unziplora.*`` keys that
+make a copied-out file self-describing) and the prompt fields of the entry record. Light: torch
+and safetensors load only when a file is written or read.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from unziplora import __version__
 
+if TYPE_CHECKING:
+    import torch
+
+PARTS: tuple[str, str] = ("content", "style")
 CONTENT_FILE = "content.safetensors"
 STYLE_FILE = "style.safetensors"
 MASKS_FILE = "masks.safetensors"
+PAYLOAD_FILES: tuple[str, ...] = (CONTENT_FILE, STYLE_FILE, MASKS_FILE)
+SOURCE_IMAGE = "source.png"  # a thumbnail of the first training image
+PREVIEW_IMAGE = "preview.png"  # source | content | style | combined, when training rendered one
+PREVIEWS_DIR = "previews"  # the sheets rendered during training (--preview-every)
 EVAL_FILE = "eval.json"  # the last ``unzip eval`` result: every score, per-image scores, settings
 EVAL_SHEET = "eval.png"  # its evaluation sheet: one row per probe, scores under each image
 EVALUATION_KEY = "evaluation"  # entry.json key of the last evaluation's scores and settings (list, gallery)
@@ -22,7 +35,7 @@ EVALUATION_KEY = "evaluation"  # entry.json key of the last evaluation's scores 
 
 def lora_metadata(part: str, entry_id: str, prompts: Any, rank: int, base_ref: str, origin: str = "") -> dict[str, str]:
     """safetensors metadata of an entry's ``part`` LoRA (``part`` is content or style)."""
-    note = "masks folded into lora_B; merge vectors are in masks.safetensors"
+    note = f"masks folded into lora_B; merge vectors are in {MASKS_FILE}"
     return {
         "format": "pt",
         "unziplora.version": __version__,
@@ -44,3 +57,58 @@ def prompt_fields(prompts: Any) -> dict[str, Any]:
         "prompts": {"combined": prompts.combined, "content": prompts.content, "style": prompts.style},
         "rare_token": prompts.token,
     }
+
+
+def part_file(part: str) -> str:
+    """The file holding ``part``'s LoRA (``content`` or ``style``)."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    return CONTENT_FILE if part == "content" else STYLE_FILE
+
+
+def write_payload(
+    folder: Path,
+    entry_id: str,
+    loras: Mapping[str, Mapping[str, torch.Tensor]],
+    masks: Mapping[str, torch.Tensor],
+    *,
+    prompts: Any,
+    ranks: Mapping[str, int],
+    base_ref: str,
+    origin: str = "",
+) -> None:
+    """Write an entry's three LoRA files into ``folder`` (a registry staging folder).
+
+    ``loras`` maps each part to its PEFT state dict (already in the dtype to store), ``masks`` is
+    :func:`unziplora.method.state.merge_state_dict`'s layout, ``ranks`` the rank recorded per part.
+    The files get the mode a plain ``open()`` would give them (safetensors creates them 0600).
+    """
+    from safetensors.torch import save_file
+
+    from unziplora.fileio import match_new_file_mode
+
+    for part in PARTS:
+        meta = lora_metadata(part, entry_id, prompts, ranks[part], base_ref, origin=origin)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in loras[part].items()}
+        save_file(tensors, str(folder / part_file(part)), metadata=meta)
+    merges = {k: v.detach().to("cpu").contiguous() for k, v in masks.items()}
+    save_file(merges, str(folder / MASKS_FILE), metadata={"format": "pt", "unziplora.entry": entry_id})
+    for name in PAYLOAD_FILES:
+        match_new_file_mode(folder / name)
+
+
+def read_payload(entry: Any, name: str) -> dict[str, torch.Tensor]:
+    """The tensors of the entry's file ``name`` (one of :data:`PAYLOAD_FILES`).
+
+    Raises:
+        DamagedEntryError: the file is missing or is not a readable safetensors file.
+    """
+    from unziplora.method.state import read_lora_file
+
+    return read_lora_file(entry.file(name))[0]
+
+
+def payload_hashes(entry: Any, part: str) -> tuple[str, ...]:
+    """The recorded sha256 of ``part``'s LoRA and of the masks: equal hashes, same tensors."""
+    files = entry.files
+    return tuple(str(files.get(name, {}).get("sha256")) for name in (part_file(part), MASKS_FILE))

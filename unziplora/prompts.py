@@ -125,8 +125,14 @@ def _check_style_prompt(style_prompt: str, token: str) -> None:
         )
 
 
-def _compose(subject: str, context: str, style: str | None, token: str | None) -> str:
-    parts = ["A", token, subject, context, f"in {style} style" if style else None]
+def style_phrase(style: str) -> str:
+    """``"in <style> style"``: how every prompt names the style."""
+    return f"in {style} style"
+
+
+def compose_prompt(subject: str, context: str, style: str | None, token: str | None) -> str:
+    """The one prompt template: ``A [token] subject [context] [in style style]`` (empty parts left out)."""
+    parts = ["A", token, subject, context, style_phrase(style) if style else None]
     return " ".join(part for part in parts if part)
 
 
@@ -156,9 +162,9 @@ def build_training_prompts(
         raise PromptError(f"no style given; pass --style {_EXAMPLE}")
     subject_words = _clean_subject(subject, token) if subject is not None else None
     style_words = _clean_style(style) if style is not None else None
-    combined = prompt or _compose(subject_words or "", "", style_words, token)
-    content = content_prompt or _compose(subject_words or "", "", None, token)
-    style_text = style_prompt or _compose(subject_words or "", "", style_words, None)
+    combined = prompt or compose_prompt(subject_words or "", "", style_words, token)
+    content = content_prompt or compose_prompt(subject_words or "", "", None, token)
+    style_text = style_prompt or compose_prompt(subject_words or "", "", style_words, None)
     _check_style_prompt(style_text, token)
     return PromptSet(combined, content, style_text, token, subject_words, style_words)
 
@@ -260,17 +266,17 @@ def build_generation_prompts(
                 "pass either a content entry or a new --subject, not both: the content entry is the subject"
             )
         words = _clean_subject(content_subject, token, "the content entry has no subject words to prompt with")
-        content = _compose(words, context, None, token)
-        combined = _compose(words, context, style, token) if style else content
-        style_text = _compose(words, context, style, None)
+        content = compose_prompt(words, context, None, token)
+        combined = compose_prompt(words, context, style, token) if style else content
+        style_text = compose_prompt(words, context, style, None)
         return PromptSet(combined, content, style_text, token, words, style)
     if style is None:
         raise PromptError("nothing to generate: give a content entry, a style entry, or both")
     if subject is None:
         raise PromptError('restyling needs a subject to draw; pass --subject (e.g. --subject "a lighthouse")')
     words = _clean_subject(subject, token)
-    style_text = _compose(words, context, style, None)
-    return PromptSet(style_text, _compose(words, context, None, None), style_text, token, words, style)
+    style_text = compose_prompt(words, context, style, None)
+    return PromptSet(style_text, compose_prompt(words, context, None, None), style_text, token, words, style)
 
 
 # CLIP's context length, start and end tokens included: SDXL's text encoders ignore the rest.

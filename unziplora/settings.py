@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from unziplora.dtypes import PRECISIONS
 from unziplora.errors import ConfigError
 from unziplora.train.config import defaults, kinds, options, value_problem
 
@@ -49,7 +50,6 @@ ENV_THREADS = "UNZIPLORA_THREADS"
 _TOP_KEYS = {"base_model": str, "device": str, "precision": str, "registry": str}
 # The [train] keys, their types and defaults come from the options' one declaration.
 _TRAIN_KEYS = {name: kinds()[name] for name, opt in options().items() if opt.config_file}
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 TrainDefaults = make_dataclass(
     "TrainDefaults",

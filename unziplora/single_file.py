@@ -8,16 +8,13 @@ business. Light: no torch import.
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from unziplora.errors import BaseModelError
-
-# The largest header we accept (real SDXL headers are a few hundred KB).
-_MAX_HEADER = 100 * 1024 * 1024
+from unziplora.fileio import UnreadableSafetensors, read_safetensors_header
 
 # Key prefixes that mark each family, checked in order (the first family that matches wins).
 _FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -52,20 +49,13 @@ def read_header_at(path: str | Path) -> tuple[dict[str, Any], int]:
     """
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise BaseModelError(f"base model {path} is not a safetensors file (too short).")
-            (size,) = struct.unpack("<Q", raw)
-            if size <= 0 or size > _MAX_HEADER:
-                raise BaseModelError(f"base model {path} is not a safetensors file (bad header size).")
-            header = json.loads(fh.read(size))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        if isinstance(exc, BaseModelError):
-            raise
+        header = read_safetensors_header(path)
+        with path.open("rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+    except UnreadableSafetensors as exc:
+        raise BaseModelError(f"base model {path} is not a safetensors file ({exc}).") from exc
+    except OSError as exc:
         raise BaseModelError(f"base model {path} is not a readable safetensors file: {exc}") from exc
-    if not isinstance(header, dict):
-        raise BaseModelError(f"base model {path} is not a safetensors file (header is not a table).")
     header.pop("__metadata__", None)
     if not all(isinstance(v, dict) and isinstance(v.get("shape"), list) for v in header.values()):
         raise BaseModelError(f"base model {path} is not a safetensors file (a tensor entry has no shape).")

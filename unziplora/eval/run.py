@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from unziplora.entry_files import SOURCE_IMAGE
 from unziplora.eval.probes import Probe, probe_seed
 from unziplora.generate.prompting import compose_prompts
-from unziplora.prompts import PromptSet
+from unziplora.prompts import PromptSet, style_phrase
 
 
 @dataclass
@@ -80,11 +81,11 @@ def score_images(embedders: Any, entry: Any, images: Sequence[ProbeImage]) -> di
 
     from unziplora.eval.metrics import PER_KIND, KindEmbeddings, Reference, scores
 
-    with Image.open(entry.file("source.png")) as src:
+    with Image.open(entry.file(SOURCE_IMAGE)) as src:
         source = src.convert("RGB")
     style_words = entry.style or ""
     subject = entry.subject or ""
-    texts = embedders.clip_texts([f"in {style_words} style", f"a {subject}"])
+    texts = embedders.clip_texts([style_phrase(style_words), f"a {subject}"])
     ref = Reference(
         clip=embedders.clip_images([source])[0],
         dino=embedders.dino_images([source])[0],

@@ -1,41 +1,26 @@
 """Writing and reading LoRA safetensors files safely.
 
 Why: an export must never leave a half-written file under the name a user (or A1111's folder
-scan) will pick up, and must never silently overwrite an existing file. So writes go to
-``<dest>.<uuid8>.tmp`` in the same folder, are fsync'ed, then linked (no overwrite) or replaced
-(``force=True``) into place — the huggingface_hub habit (STYLE.md habit 11). Reads use
+scan) will pick up, and must never silently overwrite an existing file. So writes go through
+:func:`unziplora.fileio.atomic_target`: a temporary sibling, fsync'ed, then linked (no overwrite) or
+replaced (``force=True``) into place — the huggingface_hub habit (STYLE.md habit 11). Reads use
 ``safe_open`` only, so no pickle is ever executed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import struct
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from unziplora import fileio
 from unziplora.errors import ExportError, ImportFormatError
+from unziplora.fileio import atomic_target
 
 if TYPE_CHECKING:
     import torch
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename itself; best effort (not every platform can open a directory)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_safetensors(
@@ -77,25 +62,13 @@ def write_safetensors(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create folder {path.parent}: {exc.strerror or exc}.") from None
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     done = False
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                # A hard link fails if the name appeared meanwhile, so a concurrent writer is never clobbered.
-                os.link(tmp, path)
-            except FileExistsError:
-                raise ExportError(f"{path} already exists; pass --force to overwrite it.") from None
-            except OSError:
-                # Filesystems without hard links: fall back to the (checked above) replace.
-                os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        with atomic_target(path, overwrite=force) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
         done = True
+    except FileExistsError:  # the name appeared meanwhile: a concurrent writer is never clobbered
+        raise ExportError(f"{path} already exists; pass --force to overwrite it.") from None
     except SafetensorError as exc:  # safetensors reports a full disk or a failed write this way
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "No space left" in text or "os error 28" in text:
@@ -106,12 +79,8 @@ def write_safetensors(
             text = "permission denied; choose a folder you can write to with -o"
         raise ExportError(f"cannot write {path}: {text}.") from None
     except OSError as exc:
-        if isinstance(exc, ExportError):
-            raise
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}.") from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         if not done:
             for folder in made:  # innermost first; only folders this call created, and only if empty
                 with contextlib.suppress(OSError):
@@ -125,18 +94,13 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tens
     Raises:
         ImportFormatError: the file is missing or is not a readable safetensors file.
     """
-    from safetensors import SafetensorError, safe_open
-
     p = Path(path)
-    if not p.is_file():
-        raise ImportFormatError(f"{p} does not exist or is not a file.")
     try:
-        with safe_open(str(p), framework="pt", device="cpu") as fh:
-            metadata = dict(fh.metadata() or {})
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - the handle is not iterable
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ImportFormatError(f"{p} is not a readable safetensors file ({str(exc).splitlines()[0]}).") from None
-    return tensors, metadata
+        return fileio.read_safetensors(p)
+    except FileNotFoundError:
+        raise ImportFormatError(f"{p} does not exist or is not a file.") from None
+    except fileio.UnreadableSafetensors as exc:
+        raise ImportFormatError(f"{p} is not a readable safetensors file ({exc}).") from None
 
 
 def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -147,17 +111,10 @@ def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """
     p = Path(path)
     try:
-        with open(p, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) != 8:
-                raise ValueError("file shorter than a safetensors header")
-            (n,) = struct.unpack("<Q", raw)
-            if n > 100 * 1024 * 1024:
-                raise ValueError("header length is implausible")
-            header = json.loads(fh.read(n))
+        header = fileio.read_safetensors_header(p)
     except FileNotFoundError:
         raise ImportFormatError(f"{p} does not exist.") from None
-    except (OSError, ValueError) as exc:
+    except fileio.UnreadableSafetensors as exc:
         raise ImportFormatError(f"{p} is not a safetensors file ({exc}).") from None
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    meta = header.get("__metadata__")
     return {str(k): str(v) for k, v in (meta or {}).items()}

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from unziplora.dtypes import torch_dtype
 from unziplora.errors import ImportFormatError
 from unziplora.formats import metadata as md
 from unziplora.formats._keys import join_pairs, split_pairs
@@ -38,16 +39,7 @@ UP = ".lora_up.weight"
 ALPHA = ".alpha"
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
 
-_DTYPES = {
-    "fp16": "float16",
-    "float16": "float16",
-    "half": "float16",
-    "bf16": "bfloat16",
-    "bfloat16": "bfloat16",
-    "fp32": "float32",
-    "float32": "float32",
-    "float": "float32",
-}
+_ALIASES = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16", "float32": "fp32", "float": "fp32"}
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -57,7 +49,8 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     try:
-        return getattr(torch, _DTYPES[str(dtype).lower()])
+        name = str(dtype).lower()
+        return torch_dtype(_ALIASES.get(name, name))
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r}; use fp16, bf16 or fp32") from None
 

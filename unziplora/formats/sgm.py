@@ -14,29 +14,11 @@ import re
 from collections.abc import Iterable, Mapping
 
 from unziplora.errors import ImportFormatError
+from unziplora.unet_layout import ATTENTIONS, PROJECTIONS, SDXL_GROUP_TABLE
 
 SDXL_LAYERS_PER_BLOCK = 2
 # Up levels of SDXL that have attentions; their upsampler is SGM slot 2 (FORMATS.md 1.2).
 SDXL_UP_ATTENTION_LEVELS = frozenset({0, 1})
-
-ATTENTION_PROJECTIONS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-ATTENTIONS: tuple[str, ...] = ("attn1", "attn2")
-
-# The 11 SDXL attention groups: (diffusers prefix, SGM prefix, transformer blocks in real SDXL).
-# FORMATS.md 1.3; depths from ALGORITHM.md Appendix A (70 transformer blocks in all).
-SDXL_ATTENTION_GROUPS: tuple[tuple[str, str, int], ...] = (
-    ("down_blocks.1.attentions.0", "input_blocks.4.1", 2),
-    ("down_blocks.1.attentions.1", "input_blocks.5.1", 2),
-    ("down_blocks.2.attentions.0", "input_blocks.7.1", 10),
-    ("down_blocks.2.attentions.1", "input_blocks.8.1", 10),
-    ("mid_block.attentions.0", "middle_block.1", 10),
-    ("up_blocks.0.attentions.0", "output_blocks.0.1", 10),
-    ("up_blocks.0.attentions.1", "output_blocks.1.1", 10),
-    ("up_blocks.0.attentions.2", "output_blocks.2.1", 10),
-    ("up_blocks.1.attentions.0", "output_blocks.3.1", 2),
-    ("up_blocks.1.attentions.1", "output_blocks.4.1", 2),
-    ("up_blocks.1.attentions.2", "output_blocks.5.1", 2),
-)
 
 KOHYA_UNET_PREFIX = "lora_unet_"
 
@@ -261,9 +243,9 @@ def sdxl_attention_projections(depth: int | None = None) -> list[str]:
             2 = the builtin tiny base (176 names).
     """
     names = []
-    for prefix, _sgm, sdxl_depth in SDXL_ATTENTION_GROUPS:
+    for prefix, _sgm, sdxl_depth in SDXL_GROUP_TABLE:
         for t in range(sdxl_depth if depth is None else depth):
             for attn in ATTENTIONS:
-                for proj in ATTENTION_PROJECTIONS:
+                for proj in PROJECTIONS:
                     names.append(f"{prefix}.transformer_blocks.{t}.{attn}.{proj}")
     return names

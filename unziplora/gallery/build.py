@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from unziplora.entry_files import PREVIEW_IMAGE, SOURCE_IMAGE
 from unziplora.errors import RegistryError
 from unziplora.gallery import pages
 from unziplora.gallery.images import scan
@@ -110,9 +111,9 @@ class _Writer:
 
 def _entry_images(entry: Any) -> list[tuple[str, str]]:
     """(label, file name in the entry) of the preview sheet, then every other image the entry keeps."""
-    names = [n for n in entry.files if n.lower().endswith(IMAGE_SUFFIXES) and n != "source.png"]
-    names.sort(key=lambda n: (n != "preview.png", n))
-    return [("preview: source | content | style | combined" if n == "preview.png" else n, n) for n in names]
+    names = [n for n in entry.files if n.lower().endswith(IMAGE_SUFFIXES) and n != SOURCE_IMAGE]
+    names.sort(key=lambda n: (n != PREVIEW_IMAGE, n))
+    return [("preview: source | content | style | combined" if n == PREVIEW_IMAGE else n, n) for n in names]
 
 
 def _read_manifest(site: Path) -> dict[str, str]:
@@ -180,7 +181,7 @@ def build_gallery(
             folder = f"e/{entry.id}"
             files = entry.files
             card_images: dict[str, str] = {}
-            for role, name in (("source", "source.png"), ("preview", "preview.png")):
+            for role, name in (("source", SOURCE_IMAGE), ("preview", PREVIEW_IMAGE)):
                 if name in files and (entry.path / name).is_file():
                     rel = f"{folder}/{name}"
                     writer.copy(rel, entry.path / name, str(files[name].get("sha256")))

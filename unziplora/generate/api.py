@@ -35,15 +35,14 @@ def resolve(
     style: str | Any | None = None,
     *,
     base: str | None = None,
-    registry: str | Path | Any | None = None,
+    registry: Any = None,
 ) -> Request:
-    """Look up the entries and choose the base; refuses unknown ids and mismatched bases."""
+    """Look up the entries (ids need ``registry``, a Registry) and choose the base; refuses unknown
+    ids and mismatched bases."""
     from unziplora.generate.assemble import check_same_base
     from unziplora.generate.prompting import mode_for
-    from unziplora.registry import Registry
 
-    reg = registry if isinstance(registry, Registry) else Registry.from_settings(registry)
-    found = [reg.get(x) if isinstance(x, str) else x for x in (content, style)]
+    found = [_lookup(registry, x) for x in (content, style)]
     mode_for(*found)
     shared = check_same_base(*found)
     assert shared is not None
@@ -62,6 +61,14 @@ def resolve(
                 f"the base of entry {owner.id} cannot be used: {str(exc).rstrip('.')}; pass --base MODEL"
             ) from None
     return Request(found[0], found[1], spec, notes)
+
+
+def _lookup(registry: Any, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if registry is None:
+        raise ValueError(f"entry {value!r} given by id, but no registry to look it up in; pass registry=")
+    return registry.get(value)
 
 
 def open_studio(base: BaseSpec | str, *, device: str = "auto", precision: str = "auto") -> Any:
@@ -104,7 +111,10 @@ def generate(
         images = generate("cat-sketch-3f2a", "rose-popart-91c0", "on a beach", num=2, steps=30)
         images[0].image.save("beach.png")
     """
-    request = resolve(content, style, base=base, registry=registry)
+    from unziplora.registry import Registry
+
+    reg = registry if isinstance(registry, Registry) else Registry.from_settings(registry)  # the notebook's door
+    request = resolve(content, style, base=base, registry=reg)
     studio = open_studio(request.base, device=device, precision=precision)
     opts = GenerationOptions(**option_fields) if options is None else options
     if option_fields and options is not None:

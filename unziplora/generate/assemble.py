@@ -13,13 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from unziplora.base_model import same_base
+from unziplora.entry_files import MASKS_FILE, part_file, read_payload
 from unziplora.errors import DamagedEntryError, IncompatibleEntriesError
-
-MASKS_FILE = "masks.safetensors"
-
-
-def part_file(part: str) -> str:
-    return f"{part}.safetensors"
 
 
 def entry_base(entry: Any) -> dict[str, Any]:
@@ -63,10 +58,8 @@ class PartTensors:
 
 def read_part(entry: Any, part: str) -> PartTensors:
     """Read ``content``/``style`` LoRA and the merges of ``entry`` (safetensors only)."""
-    from unziplora.method.state import read_lora_file
-
-    lora, _ = read_lora_file(entry.file(part_file(part)))
-    merges = read_lora_file(entry.file(MASKS_FILE))[0] if entry.has_file(MASKS_FILE) else None
+    lora = read_payload(entry, part_file(part))
+    merges = read_payload(entry, MASKS_FILE) if entry.has_file(MASKS_FILE) else None
     downs = [v for k, v in lora.items() if k.endswith("lora_A.weight")]
     if not downs:
         raise DamagedEntryError(f"entry {entry.id}: {part_file(part)} holds no LoRA tensors; re-train or re-import it")

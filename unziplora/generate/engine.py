@@ -5,8 +5,11 @@ injects UnZipLoRA layers once, and per call only loads the entries' tensors (ski
 the ones already loaded), folds, samples and unfolds. Notebook use::
 
     from unziplora.generate import Studio
-    studio = Studio.load("tiny-sdxl")
+    from unziplora.registry import Registry
+    studio = Studio.load("tiny-sdxl", registry=Registry.from_settings())
     images = studio.compose("cat-sketch-3f2a", "rose-popart-91c0", "on a beach", num=2)
+
+Entries may be given as Entry objects or, with a registry, as ids; the Studio never reads settings.
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ def _identity(entry: Any | None, part: str) -> tuple[str, ...] | None:
     """Where an entry's tensors come from and their recorded hashes: equal means already loaded."""
     if entry is None:
         return None
-    files = entry.files
-    hashes = tuple(str(files.get(name, {}).get("sha256")) for name in (f"{part}.safetensors", "masks.safetensors"))
-    return (str(entry.path), *hashes)
+    from unziplora.entry_files import payload_hashes
+
+    return (str(entry.path), *payload_hashes(entry, part))
 
 
 class Studio:
@@ -76,9 +79,7 @@ class Studio:
         if value is None or not isinstance(value, str):
             return value
         if self.registry is None:
-            from unziplora.registry import Registry
-
-            self.registry = Registry.from_settings()
+            raise ValueError(f"entry {value!r} given by id, but this Studio has no registry; pass registry= to load()")
         return self.registry.get(value)
 
     def _use(self, content: Any | None, style: Any | None) -> None:

@@ -65,7 +65,7 @@ def save_png(image: Image.Image, path: Path, meta: dict[str, Any]) -> Path:
     import io
 
     from unziplora.errors import OutputError
-    from unziplora.registry.fsutil import write_file
+    from unziplora.fileio import write_file
 
     path = Path(path)
     encoded = io.BytesIO()

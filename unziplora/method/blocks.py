@@ -15,32 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from unziplora.unet_layout import PROJECTIONS, SDXL_ATTENTION_GROUPS, SDXL_GROUP_DEPTHS
+
 BOTH = "both"
 CONTENT_SPARSE = "content_sparse"
 STYLE_SPARSE = "style_sparse"
 BLOCK_CLASSES: tuple[str, ...] = (BOTH, CONTENT_SPARSE, STYLE_SPARSE)
-
-# The 11 attention groups of SDXL in UNet order (ALGORITHM Appendix A, FORMATS.md 1.3).
-SDXL_ATTENTION_GROUPS: tuple[str, ...] = (
-    "down_blocks.1.attentions.0",
-    "down_blocks.1.attentions.1",
-    "down_blocks.2.attentions.0",
-    "down_blocks.2.attentions.1",
-    "mid_block.attentions.0",
-    "up_blocks.0.attentions.0",
-    "up_blocks.0.attentions.1",
-    "up_blocks.0.attentions.2",
-    "up_blocks.1.attentions.0",
-    "up_blocks.1.attentions.1",
-    "up_blocks.1.attentions.2",
-)
-
-# Transformer blocks per group in real SDXL base 1.0 (the tiny base has 2 everywhere).
-SDXL_GROUP_DEPTHS: dict[str, int] = {
-    g: (2 if g.startswith(("down_blocks.1.", "up_blocks.1.")) else 10) for g in SDXL_ATTENTION_GROUPS
-}
-
-PROJECTIONS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 
 # ALGORITHM 5.3: up_blocks.0.attentions.{0,2} restrict style (B-LoRA's content block keeps every
 # content column), up_blocks.0.attentions.1 and up_blocks.1 restrict content; the rest split columns.

@@ -17,8 +17,8 @@ from torch import nn
 
 from unziplora.method.layer import BRANCHES, MODES, UnZipLoRALinear
 from unziplora.method.processor import UnZipLoRAAttnProcessor
+from unziplora.unet_layout import PROJECTIONS
 
-PROJECTION_NAMES: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 _SAVED_PROCESSORS = "_unziplora_saved_processors"
 
 Layers = Mapping[str, UnZipLoRALinear]
@@ -67,7 +67,7 @@ def inject_unziplora(
         unet.requires_grad_(False)
     targets: list[tuple[str, nn.Module, str, nn.Linear]] = []
     for attn_name, attn in _attention_modules(unet):
-        for proj in PROJECTION_NAMES:
+        for proj in PROJECTIONS:
             parent = attn.to_out if proj == "to_out.0" else attn
             child = "0" if proj == "to_out.0" else proj
             base = parent.get_submodule(child)

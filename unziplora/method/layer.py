@@ -46,8 +46,6 @@ class UnZipLoRALinear(nn.Module):
             :meth:`fold` may put into the base weight.
     """
 
-    adapter_param_names: tuple[str, ...] = ("lora_A", "lora_B", "merge")
-
     def __init__(
         self,
         base_layer: nn.Linear,

@@ -16,7 +16,6 @@ Only safetensors is read or written here; nothing is unpickled.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -163,18 +162,15 @@ def load_adapter_state_dict(layers: nn.Module | Mapping[str, UnZipLoRALinear], s
 
 def read_lora_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a safetensors file into ``(state_dict, metadata)``; refuses anything else clearly."""
-    from safetensors import SafetensorError, safe_open
+    from unziplora.fileio import UnreadableSafetensors, read_safetensors
 
     path = Path(path)
-    if not path.is_file():
-        raise DamagedEntryError(f"{path} does not exist; the entry is incomplete. Re-train or re-import it.")
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
-    except (SafetensorError, OSError, ValueError) as exc:
+        return read_safetensors(path)
+    except FileNotFoundError:
+        raise DamagedEntryError(f"{path} does not exist; the entry is incomplete. Re-train or re-import it.") from None
+    except UnreadableSafetensors as exc:
         raise DamagedEntryError(f"{path} is not a readable safetensors file ({exc}); the file is damaged.") from exc
-    return tensors, metadata
 
 
 def write_lora_file(
@@ -183,12 +179,10 @@ def write_lora_file(
     """Write ``state_dict`` as safetensors with ``{"format": "pt"}`` metadata, atomically."""
     from safetensors.torch import save_file
 
+    from unziplora.fileio import atomic_target
+
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    try:
+    with atomic_target(path, durable=False) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", **dict(metadata or {})})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -6,10 +6,10 @@ Typical use from other commands and notebooks::
 
     reg = Registry.from_settings()                      # or Registry(Path("~/unziplora"))
     with reg.new_entry(subject="cat", style="pencil sketch") as st:
-        save_file(content_sd, st.path("content.safetensors"))   # write payloads into st.dir
+        write_payload(st.dir, st.id, loras, masks, ...)   # unziplora.entry_files writes the LoRA files
         st.record = {"prompts": {...}, "base": {...}, "settings": {...}, "figures": {...}}
     entry = reg.get(st.id)                              # or any unique prefix, or the name
-    entry.file("style.safetensors")                     # -> Path
+    entry.file(STYLE_FILE)                              # -> Path (names: unziplora.entry_files)
     reg.remove([entry.id])
 
 Layout and crash safety: :mod:`unziplora.registry.store`; the ``entry.json`` fields:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from unziplora.errors import DamagedEntryError, SchemaVersionError
+from unziplora.fileio import hash_file
 from unziplora.registry import schema
-from unziplora.registry.fsutil import hash_file, walk_files
+from unziplora.registry.fsutil import walk_files
 
 ENTRY_JSON = "entry.json"
 MAX_ENTRY_JSON_BYTES = 16 << 20  # a real one is a few KiB; anything far larger is not ours

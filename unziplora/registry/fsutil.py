@@ -1,4 +1,6 @@
-"""File-system primitives the store is built from: locks, fsync, atomic writes, hashing.
+"""File-system primitives the store is built from: locks, crash-test pauses, walking a folder.
+
+Atomic writes, fsync and hashing are :mod:`unziplora.fileio`'s.
 
 Locks are ``fcntl.flock`` locks, which the kernel drops when their process dies (even by SIGKILL),
 so a crashed writer can never wedge the registry. On systems without ``fcntl`` the locks become
@@ -7,8 +9,6 @@ no-ops: single-writer use stays correct, concurrent writers lose their protectio
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
 import stat
 import sys
@@ -27,7 +27,6 @@ except ImportError:  # pragma: no cover - Windows
 
 PAUSE_ENV = "UNZIPLORA_TEST_PAUSE"
 LOCK_TIMEOUT_S = 120.0
-_CHUNK = 1 << 20
 
 
 def pause(point: str) -> None:
@@ -80,50 +79,6 @@ def writer_lock(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
         handle.close()  # closing drops the flock
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some file systems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_file(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Write a whole file through a temporary sibling and ``os.replace``: readers see old or new."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def hash_file(path: Path, *, durable: bool = False) -> tuple[str, int]:
-    """(sha256 hex, bytes) of a file; with ``durable`` also fsync it, in the same pass."""
-    digest = hashlib.sha256()
-    size = 0
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a link or a FIFO is never read
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-        if durable:
-            os.fsync(handle.fileno())
-    return digest.hexdigest(), size
-
-
 def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
     """(relative posix path, lstat) of every non-directory under ``root``; symlinks are reported, not followed."""
     stack = [("", root)]
@@ -136,10 +91,3 @@ def walk_files(root: Path) -> Iterator[tuple[str, os.stat_result]]:
                     stack.append((rel + "/", Path(item.path)))
                 else:
                     yield rel, item.stat(follow_symlinks=False)
-
-
-def chmod_to_umask(path: Path) -> None:
-    """Give ``path`` the mode a plain ``open()`` would (safetensors creates its files 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)

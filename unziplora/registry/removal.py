@@ -12,13 +12,12 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from unziplora.fileio import fsync_dir
 from unziplora.registry import entry as entry_mod
-from unziplora.registry.fsutil import fsync_dir, pause
-
-if TYPE_CHECKING:
-    from unziplora.registry.store import Registry
+from unziplora.registry.folders import Folders
+from unziplora.registry.fsutil import pause
+from unziplora.registry.lookup import resolve
 
 
 @dataclass(frozen=True)
@@ -34,9 +33,12 @@ class RemovalItem:
 
 @dataclass
 class RemovalPlan:
-    """What ``remove`` will do or did. ``removed`` lists the ids actually deleted by ``execute``."""
+    """What ``remove`` will do or did. ``removed`` lists the ids actually deleted by ``execute``.
 
-    registry: Registry
+    It holds the registry's :class:`Folders` (where the entries are, the lock), not the Registry.
+    """
+
+    folders: Folders
     items: list[RemovalItem]
     executed: bool = False
     removed: list[str] = field(default_factory=list)
@@ -51,7 +53,7 @@ class RemovalPlan:
 
     def execute(self) -> RemovalPlan:
         """Rename every entry into ``.trash/`` under the lock, then delete; entries already gone are skipped."""
-        reg = self.registry
+        reg = self.folders
         reg.ensure_dirs()
         moved: list[Path] = []
         with reg.locked():
@@ -74,12 +76,12 @@ class RemovalPlan:
         return self
 
 
-def plan_removal(reg: Registry, texts: Iterable[str]) -> RemovalPlan:
+def plan_removal(reg: Folders, texts: Iterable[str]) -> RemovalPlan:
     """Resolve every id (raising before anything is removed) and measure what each frees."""
     items: list[RemovalItem] = []
     seen: set[str] = set()
     for text in texts:
-        entry_id = reg.resolve(text)
+        entry_id = resolve(reg, text)
         if entry_id in seen:
             continue
         seen.add(entry_id)

@@ -166,17 +166,28 @@ def train(
     *,
     subject: str | None = None,
     style: str | None = None,
-    base: str = "stabilityai/stable-diffusion-xl-base-1.0",
+    base: str | None = None,
     registry: Path | None = None,
-    device: str = "auto",
-    precision: str = "auto",
+    device: str | None = None,
+    precision: str | None = None,
     **settings: Any,
 ) -> Any:
-    """Notebook use: ``entry = train(["cat.jpg"], subject="cat", style="sketch", steps=600)``."""
+    """Notebook use: ``entry = train(["cat.jpg"], subject="cat", style="sketch", steps=600)``.
+
+    ``base``, ``registry``, ``device`` and ``precision`` left out come from the environment and the
+    config file, as for ``unzip train`` (this is the notebook's front door to the settings).
+    """
     from unziplora.base_model import native_resolution, parse_base
     from unziplora.registry import Registry
+    from unziplora.settings import load_settings
 
-    config = TrainConfig(**settings).with_resolution(native_resolution(parse_base(base)))
+    resolved = load_settings(registry=registry, base_model=base, device=device, precision=precision)
+    config = TrainConfig(**settings).with_resolution(native_resolution(parse_base(resolved.base_model)))
     prepared = prepare_requests([Path(p) for p in images], config=config, subject=subject, style=style)
-    reg = Registry.from_settings(registry)
-    return train_requests(prepared.requests, base=base, registry=reg, device=device, precision=precision)[0]
+    return train_requests(
+        prepared.requests,
+        base=resolved.base_model,
+        registry=Registry(resolved.registry),
+        device=resolved.device,
+        precision=resolved.precision,
+    )[0]

@@ -9,13 +9,14 @@ leaves point at tensor keys, then joined back on load.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from unziplora.fileio import atomic_target, read_safetensors, write_file
 
 TENSORS = "checkpoint.safetensors"
 MANIFEST = "checkpoint.json"
@@ -58,11 +59,6 @@ def join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def _fsync_file(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     """Write ``state`` (nested dicts of tensors and plain values) as the run's checkpoint.
 
@@ -74,17 +70,12 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
 
     tensors: dict[str, torch.Tensor] = {}
     skeleton = split_tensors(state, "s", tensors)
-    token = uuid.uuid4().hex[:8]
-    folder = run_dir / f"ckpt-{token}"
+    folder = run_dir / f"ckpt-{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True)
-    save_file(tensors, str(folder / TENSORS))
-    (folder / "state.json").write_text(json.dumps(skeleton), encoding="utf-8")
-    _fsync_file(folder / TENSORS)
-    _fsync_file(folder / "state.json")
-    pointer_tmp = run_dir / f".{MANIFEST}.{token}.tmp"
-    pointer_tmp.write_text(json.dumps({"folder": folder.name}), encoding="utf-8")
-    _fsync_file(pointer_tmp)
-    os.replace(pointer_tmp, run_dir / MANIFEST)
+    with atomic_target(folder / TENSORS) as tmp:
+        save_file(tensors, str(tmp))
+    write_file(folder / "state.json", json.dumps(skeleton).encode("utf-8"))
+    write_file(run_dir / MANIFEST, json.dumps({"folder": folder.name}).encode("utf-8"))
     for old in run_dir.glob("ckpt-*"):
         if old.name != folder.name:
             shutil.rmtree(old, ignore_errors=True)
@@ -96,8 +87,6 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any]:
     """Read the checkpoint the run's pointer file names."""
-    from safetensors.torch import load_file
-
     folder = run_dir / json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))["folder"]
     skeleton = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    return join_tensors(skeleton, load_file(str(folder / TENSORS)))
+    return join_tensors(skeleton, read_safetensors(folder / TENSORS)[0])

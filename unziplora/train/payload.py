@@ -13,14 +13,10 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-import torch
-
 from unziplora.device import Placement
-from unziplora.entry_files import lora_metadata, prompt_fields
+from unziplora.dtypes import torch_dtype
+from unziplora.entry_files import PREVIEW_IMAGE, PREVIEWS_DIR, SOURCE_IMAGE, prompt_fields, write_payload
 from unziplora.prompts import PromptSet
-from unziplora.registry.fsutil import chmod_to_umask
-
-SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def slug_for(prompts: PromptSet) -> str:
@@ -62,13 +58,11 @@ def write_entry_payload(
     rendered (None: the entry has no preview.png);
     ``run_id`` is recorded in ``figures`` so the run can never be resumed into a second entry.
     """
-    from safetensors.torch import save_file
-
     from unziplora.images import thumbnail
     from unziplora.method.state import lora_state_dict, merge_state_dict
 
     config, prompts = request.config, request.prompts
-    dtype = SAVE_DTYPES[config.save_precision]
+    dtype = torch_dtype(config.save_precision)
     content = {k: v.detach().to("cpu", dtype).contiguous() for k, v in lora_state_dict(layers, "content").items()}
     style = {k: v.detach().to("cpu", dtype).contiguous() for k, v in lora_state_dict(layers, "style").items()}
     masks = {k: v.detach().to("cpu").contiguous() for k, v in merge_state_dict(layers).items()}
@@ -76,27 +70,23 @@ def write_entry_payload(
         subject=prompts.subject or "", style=prompts.style_words or "", name=request.name
     ) as staging:
         entry_id = staging.id
-        save_file(
-            content,
-            str(staging.dir / "content.safetensors"),
-            metadata=lora_metadata("content", entry_id, prompts, config.rank, base["ref"]),
+        write_payload(
+            staging.dir,
+            entry_id,
+            {"content": content, "style": style},
+            masks,
+            prompts=prompts,
+            ranks={"content": config.rank, "style": config.rank},
+            base_ref=base["ref"],
         )
-        save_file(
-            style,
-            str(staging.dir / "style.safetensors"),
-            metadata=lora_metadata("style", entry_id, prompts, config.rank, base["ref"]),
-        )
-        save_file(masks, str(staging.dir / "masks.safetensors"), metadata={"format": "pt", "unziplora.entry": entry_id})
-        for payload in ("content.safetensors", "style.safetensors", "masks.safetensors"):
-            chmod_to_umask(staging.dir / payload)  # safetensors writes 0600
-        thumbnail(request.images[0].image).save(staging.dir / "source.png")
+        thumbnail(request.images[0].image).save(staging.dir / SOURCE_IMAGE)
         if preview is not None:
-            preview.save(staging.dir / "preview.png")
-        step_previews = sorted((run_dir / "previews").glob("*.png")) if run_dir is not None else []
+            preview.save(staging.dir / PREVIEW_IMAGE)
+        step_previews = sorted((run_dir / PREVIEWS_DIR).glob("*.png")) if run_dir is not None else []
         if step_previews:
-            (staging.dir / "previews").mkdir()
+            (staging.dir / PREVIEWS_DIR).mkdir()
             for path in step_previews:
-                shutil.copyfile(path, staging.dir / "previews" / path.name)
+                shutil.copyfile(path, staging.dir / PREVIEWS_DIR / path.name)
         staging.record = {
             "kind": "trained",
             "imported": False,

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from unziplora.errors import AmbiguousEntryError, EntryNotFoundError, InvalidEntryIdError, TrainingError
+from unziplora.fileio import write_json
 from unziplora.registry.entry import read_plain
 from unziplora.registry.fsutil import try_lock
 
@@ -65,7 +66,7 @@ class Run:
     def update(self, **fields: Any) -> None:
         """Rewrite run.json atomically with ``fields`` changed."""
         self.record.update(fields)
-        write_json_atomic(self.path / RUN_FILE, self.record)
+        write_json(self.path / RUN_FILE, self.record)
 
     @property
     def lock_path(self) -> Path:
@@ -100,18 +101,6 @@ class Run:
         self.release()
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def runs_dir(root: Path) -> Path:
     """``<root>/runs``; refused when it is a symlink or a file (the registry never follows links)."""
     path = root / RUNS
@@ -144,7 +133,7 @@ def create_run(root: Path, slug: str, record: dict[str, Any]) -> Run:
             run.release()
             continue
     run.record = dict(record, run_id=run_id, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    write_json_atomic(run.path / RUN_FILE, run.record)
+    write_json(run.path / RUN_FILE, run.record)
     return run
 
 

@@ -10,8 +10,8 @@ Why the choices (FORMATS.md 6, 8):
   cannot be kept in one LoRA; the CLI says so. kohya's ``--concat`` is not used: it keeps the first
   alpha and weakens both parts.
 * ``--rank`` reduces every module by SVD (Eckart–Young) and reports the relative Frobenius error.
-* Files are written atomically, never over an existing file unless ``force``, and chmod'ed to the
-  umask (safetensors writes 0600).
+* Files are written atomically, never over an existing file unless ``force``, and given the mode a
+  new file in that folder gets (safetensors writes 0600).
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from unziplora.base_model import same_base
+from unziplora.dtypes import STORAGE_DTYPES
+from unziplora.entry_files import CONTENT_FILE, MASKS_FILE, STYLE_FILE, part_file, read_payload
 from unziplora.errors import ExportError, IncompatibleEntriesError, UsageError
+from unziplora.fileio import match_new_file_mode
 from unziplora.formats.peft import DIFFUSERS_WEIGHT_NAME
-from unziplora.registry.fsutil import chmod_to_umask
+from unziplora.prompts import DEFAULT_TOKEN, compose_prompt, style_phrase
 
 FORMAT_ALIASES: dict[str, str] = {"kohya": "kohya", "a1111": "kohya", "comfyui": "kohya", "diffusers": "diffusers"}
 PARTS: tuple[str, ...] = ("content", "style", "both")
-DTYPES: tuple[str, ...] = ("fp16", "bf16", "fp32")
-MASKS_FILE = "masks.safetensors"
 ONE_PROMPT_NOTE = (
     "note: one LoRA cannot keep per-branch prompts; the combined file applies content and style with "
     "their merge vectors under the one prompt you give it (use 'unzip compose' for separate prompts)."
@@ -89,22 +90,16 @@ def output_path(out: str | os.PathLike[str] | None, fmt: str, stem: str, cwd: Pa
     )
 
 
-def _read(entry: Any, name: str) -> dict[str, Any]:
-    from unziplora.method.state import read_lora_file
-
-    return read_lora_file(entry.file(name))[0]
-
-
 def _merges(entry: Any, modules: list[str], part: str) -> dict[str, Any]:
     """``<module>.merge_<part>`` of ``entry``; ones when the entry has no masks file."""
     import torch
 
     if entry.has_file(MASKS_FILE):
-        stored = _read(entry, MASKS_FILE)
+        stored = read_payload(entry, MASKS_FILE)
         found = {k: v for k, v in stored.items() if k.endswith(f".merge_{part}")}
         if found:
             return found
-    content = _read(entry, f"{part}.safetensors")
+    content = read_payload(entry, part_file(part))
     return {f"{m}.merge_{part}": torch.ones(content[f"unet.{m}.lora_B.weight"].shape[0]) for m in modules}
 
 
@@ -124,12 +119,12 @@ def lora_for(entry: Any, part: str, style_entry: Any | None = None) -> dict[str,
 
     style_entry = style_entry or entry
     if part == "content":
-        return _read(entry, "content.safetensors")
+        return read_payload(entry, CONTENT_FILE)
     if part == "style":
-        return _read(style_entry, "style.safetensors")
+        return read_payload(style_entry, STYLE_FILE)
     # float32 first: folding a merge keeps the factor's dtype, and entries are usually stored in fp16
-    content = {k: v.float() for k, v in _read(entry, "content.safetensors").items()}
-    style = {k: v.float() for k, v in _read(style_entry, "style.safetensors").items()}
+    content = {k: v.float() for k, v in read_payload(entry, CONTENT_FILE).items()}
+    style = {k: v.float() for k, v in read_payload(style_entry, STYLE_FILE).items()}
     masks = _merges(entry, list(split_pairs(content)), "content")
     masks.update(_merges(style_entry, list(split_pairs(style)), "style"))
     try:
@@ -143,18 +138,18 @@ def lora_for(entry: Any, part: str, style_entry: Any | None = None) -> dict[str,
 def _words(entry: Any, style_entry: Any, part: str) -> tuple[str | None, dict[str, str]]:
     """(trigger phrase, prompts) to record in the file."""
     rec_c, rec_s = entry.record, style_entry.record
-    token = rec_c.get("rare_token") or "monadikos"
+    token = rec_c.get("rare_token") or DEFAULT_TOKEN
     subject, style = rec_c.get("subject") or None, rec_s.get("style") or None
     prompts_c, prompts_s = rec_c.get("prompts") or {}, rec_s.get("prompts") or {}
     prompts = {"content": prompts_c.get("content"), "style": prompts_s.get("style"), "token": token}
     prompts["combined"] = prompts_c.get("combined") if entry.id == style_entry.id else None
     if prompts["combined"] is None and subject and style:
-        prompts["combined"] = f"A {token} {subject} in {style} style"
+        prompts["combined"] = compose_prompt(subject, "", style, token)
     prompts.update({"subject": subject if part != "style" else rec_s.get("subject") or None, "style_words": style})
     triggers = {
         "content": f"{token} {subject}" if subject else prompts["content"],
-        "style": f"in {style} style" if style else prompts["style"],
-        "both": f"{token} {subject} in {style} style" if subject and style else prompts["combined"],
+        "style": style_phrase(style) if style else prompts["style"],
+        "both": f"{token} {subject} {style_phrase(style)}" if subject and style else prompts["combined"],
     }
     return triggers[part], {k: str(v) for k, v in prompts.items() if v}
 
@@ -213,7 +208,7 @@ def export_entry(
     fmt = resolve_format(fmt)
     if part not in PARTS:
         raise UsageError(f"unknown part '{part}'; use content, style or both")
-    if dtype not in DTYPES:
+    if dtype not in STORAGE_DTYPES:
         raise UsageError(f"unknown dtype '{dtype}'; use fp16, bf16 or fp32")
     if rank is not None and rank < 1:
         raise UsageError(f"--rank must be a positive integer, got {rank}")
@@ -248,7 +243,7 @@ def export_entry(
         if created_folder:
             _remove_empty(path.parent)
         raise
-    chmod_to_umask(path)
+    match_new_file_mode(path)
     ranks = module_ranks(sd)
     return ExportResult(
         path=path,

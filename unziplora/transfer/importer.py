@@ -19,21 +19,20 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from unziplora.entry_files import lora_metadata, prompt_fields
+from unziplora.entry_files import PARTS, prompt_fields, write_payload
 from unziplora.errors import ImportFormatError, PromptError
+from unziplora.fileio import hash_file
 from unziplora.formats.peft import DIFFUSERS_WEIGHT_NAME
-from unziplora.registry.fsutil import chmod_to_umask
-from unziplora.transfer.reading import ReadLoRA, check_fits, file_prompts, read_official, read_pair, sha256_of
+from unziplora.settings import DEFAULT_BASE_MODEL
+from unziplora.transfer.reading import ReadLoRA, check_fits, file_prompts, read_official, read_pair
 
 Ask = Callable[[str], str]
-MASKS_FILE = "masks.safetensors"
 
 
-def _base(base: str | None) -> tuple[Any, dict[str, str]]:
+def _base(base: str) -> tuple[Any, dict[str, str]]:
     from unziplora.base_model import fingerprint, parse_base
-    from unziplora.settings import load_settings
 
-    spec = parse_base(load_settings(base_model=base).base_model)
+    spec = parse_base(base)
     return spec, {"ref": spec.ref, "kind": spec.kind, "fingerprint": fingerprint(spec)}
 
 
@@ -87,7 +86,7 @@ def _masks(read: ReadLoRA, content_ranks: Mapping[str, int], outs: Mapping[str, 
     merges, masks = read.merges or {}, read.masks or {}
     out: dict[str, Any] = {}
     for module in content_ranks:
-        for part in ("content", "style"):
+        for part in PARTS:
             merge = merges.get(f"{module}.merge_{part}")
             mask = masks.get(f"{module}.mask_{part}")
             out[f"{module}.merge_{part}"] = (
@@ -106,14 +105,12 @@ def _write(
     subject: str | None,
     style: str | None,
     name: str | None,
-    base: str | None,
+    base: str,
     ask: Ask | None,
     attention_only: bool = False,
     on_note: Callable[[str], None] | None = None,
 ) -> Any:
     """Check ``read`` against the base, settle the words, and write the entry."""
-    from safetensors.torch import save_file
-
     from unziplora.formats._keys import split_pairs
     from unziplora.transfer.layout import base_projection_shapes
 
@@ -140,21 +137,22 @@ def _write(
     rank_c, rank_s = max(content_ranks.values()), max(style_ranks.values())
     sources = []
     for path in read.files:
-        digest, size = sha256_of(path)
+        digest, size = hash_file(Path(path).resolve())
         sources.append({"path": str(Path(path).resolve()), "sha256": digest, "bytes": size})
-    tensors = {
-        part: {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
-        for part, sd in (("content", read.content), ("style", read.style))
-    }
+    tensors = {"content": read.content, "style": read.style}
     for line in notes if on_note else ():
         on_note(line)  # type: ignore[misc]
     with registry.new_entry(subject=prompts.subject or "", style=prompts.style_words or "", name=name) as staging:
-        for part, rank in (("content", rank_c), ("style", rank_s)):
-            meta = lora_metadata(part, staging.id, prompts, rank, spec.ref, origin=f"imported from {read.format} files")
-            save_file(tensors[part], str(staging.dir / f"{part}.safetensors"), metadata=meta)
-        save_file(masks, str(staging.dir / MASKS_FILE), metadata={"format": "pt", "unziplora.entry": staging.id})
-        for payload in ("content.safetensors", "style.safetensors", MASKS_FILE):
-            chmod_to_umask(staging.dir / payload)  # safetensors writes 0600
+        write_payload(
+            staging.dir,
+            staging.id,
+            tensors,
+            masks,
+            prompts=prompts,
+            ranks={"content": rank_c, "style": rank_s},
+            base_ref=spec.ref,
+            origin=f"imported from {read.format} files",
+        )
         staging.record = {
             "kind": "imported",
             "imported": True,
@@ -184,7 +182,7 @@ def import_official(
     subject: str | None = None,
     style: str | None = None,
     name: str | None = None,
-    base: str | None = None,
+    base: str = DEFAULT_BASE_MODEL,
     ask: Ask | None = None,
 ) -> Any:
     """Import an official UnZipLoRA output (``X`` or any of its pieces) as a new entry.
@@ -194,7 +192,7 @@ def import_official(
             ``X_merger_*.pth``.
         registry: the Registry to write into.
         subject / style: the words (official outputs do not record them); else ``ask`` is called.
-        base: the base it was trained on (default: the configured base, SDXL base 1.0).
+        base: the base it was trained on (default SDXL base 1.0; the CLI passes the configured one).
 
     Returns:
         The new Entry. Raises ImportFormatError / PromptError / BaseModelError with the registry unchanged.
@@ -216,7 +214,7 @@ def import_files(
     subject: str | None = None,
     style: str | None = None,
     name: str | None = None,
-    base: str | None = None,
+    base: str = DEFAULT_BASE_MODEL,
     ask: Ask | None = None,
     skip_text_encoders: bool = False,
     attention_only: bool = False,

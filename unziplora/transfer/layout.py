@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from unziplora.base_model import BaseSpec
-
-PROJECTIONS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+from unziplora.unet_layout import ATTENTIONS, PROJECTIONS
 
 # The fields of stabilityai/stable-diffusion-xl-base-1.0's unet/config.json that decide the layout.
 SDXL_UNET_LAYOUT: dict[str, Any] = {
@@ -63,7 +62,7 @@ def projection_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
     shapes: dict[str, tuple[int, int]] = {}
     for prefix, blocks, width, cross_dim in groups:
         for t in range(blocks):
-            for attn in ("attn1", "attn2"):
+            for attn in ATTENTIONS:
                 for proj in PROJECTIONS:
                     fan_in = cross_dim if attn == "attn2" and proj in ("to_k", "to_v") else width
                     shapes[f"{prefix}.transformer_blocks.{t}.{attn}.{proj}"] = (fan_in, width)

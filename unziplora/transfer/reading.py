@@ -15,7 +15,6 @@ can run code), except the official merge vectors, which are loaded with the weig
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -25,7 +24,8 @@ from typing import Any
 
 from unziplora.errors import ImportFormatError
 from unziplora.formats.peft import DIFFUSERS_WEIGHT_NAME
-from unziplora.transfer.layout import PROJECTIONS, describe_missing
+from unziplora.transfer.layout import describe_missing
+from unziplora.unet_layout import PROJECTIONS
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 FORMAT_NAMES = {"kohya": "kohya", "peft": "diffusers", "official": "diffusers"}
@@ -49,16 +49,6 @@ class ReadLoRA:
     official_stem: Path | None = None
     naming: dict[str, str] = field(default_factory=dict)  # part -> "kohya" / "diffusers": names in errors
     notes: list[str] = field(default_factory=list)  # warnings for the user (modules dropped or filled)
-
-
-def sha256_of(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def read_official(path: str | os.PathLike[str]) -> ReadLoRA:
@@ -229,7 +219,7 @@ def attention_only(
             f"{what}: {len(missing)} attention projections absent from the file get a zero delta (--attention-only)"
         )
     if not kept:
-        raise ImportFormatError(f"the {what} has no attention projections (to_q/to_k/to_v/to_out.0)")
+        raise ImportFormatError(f"the {what} has no attention projections ({'/'.join(PROJECTIONS)})")
     return join_pairs(kept), notes
 
 
@@ -260,7 +250,7 @@ def check_fits(
         if foreign:
             raise ImportFormatError(
                 f"the {what} changes {len(foreign)} modules that are not attention projections "
-                f"(e.g. {file_name(foreign[0], naming)}); unziplora entries hold LoRAs of to_q/to_k/to_v/to_out.0 "
+                f"(e.g. {file_name(foreign[0], naming)}); unziplora entries hold LoRAs of {'/'.join(PROJECTIONS)} "
                 + ("only: pass --attention-only to drop them" if offer_flag else "only")
             )
         raise ImportFormatError(

@@ -66,7 +66,7 @@ def evaluate_command(
     seed = file_seed if seed is None else seed
     options = GenerationOptions(steps=steps, width=size, height=size)
     settings = load_settings(registry=opts.registry, device=device, precision=precision)
-    reg = Registry.from_settings(settings.registry)
+    reg = Registry(settings.registry)
     entries = [_usable(reg, i) for i in ids]
     from unziplora.base_model import same_base
 

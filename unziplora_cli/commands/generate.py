@@ -109,10 +109,11 @@ def _run(
     """
     from unziplora.generate.api import open_studio, resolve
     from unziplora.generate.output import default_out_dir, planned_names, prepare_out_dir, save_image, save_results
+    from unziplora.registry import Registry
     from unziplora.settings import load_settings
 
     settings = load_settings(registry=run.registry, device=device, precision=precision)
-    request = resolve(content, style, base=base, registry=settings.registry)
+    request = resolve(content, style, base=base, registry=Registry(settings.registry))
     for line in request.notes:
         warn(line)
     if request.base.is_tiny:

@@ -149,7 +149,11 @@ def import_(
     opts = run_options(ctx, registry=registry, json=json, quiet=quiet)
     if len(paths) > 2:
         raise ConfigError(f"import takes one official output or a content and a style file, not {len(paths)} paths")
-    reg = _registry(opts.registry)
+    from unziplora.registry import Registry
+    from unziplora.settings import load_settings
+
+    settings = load_settings(registry=opts.registry, base_model=base)
+    reg, base = Registry(settings.registry), settings.base_model
     ask = _asker()
     if len(paths) == 1:
         entry = import_official(paths[0], reg, subject=subject, style=style, name=name, base=base, ask=ask)  # type: ignore[arg-type]
