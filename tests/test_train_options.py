@@ -76,7 +76,9 @@ def test_native_resolution_is_read_from_the_base_configs_without_torch(tmp_path:
     for part, config in (("unet", {"sample_size": 96}), ("vae", {"block_out_channels": [1, 2, 3, 4]})):
         (folder / part).mkdir(parents=True)
         (folder / part / "config.json").write_text(json.dumps(config))
-    (folder / "model_index.json").write_text("{}")
+    components = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+    index = {"_class_name": "StableDiffusionXLPipeline", **{c: ["diffusers", "X"] for c in components}}
+    (folder / "model_index.json").write_text(json.dumps(index))
     (tmp_path / "one.safetensors").write_bytes(b"")  # a single file loads with the builtin SDXL configs
     code = (
         "import sys\nfrom unziplora.base_model import native_resolution, parse_base\n"
