@@ -15,6 +15,7 @@ from unziplora import __version__
 CONTENT_FILE = "content.safetensors"
 STYLE_FILE = "style.safetensors"
 MASKS_FILE = "masks.safetensors"
+PREVIEW_FILE = "preview.png"  # source | content | style | combined, written by training
 EVAL_FILE = "eval.json"  # the last ``unzip eval`` result: every score, per-image scores, settings
 EVAL_SHEET = "eval.png"  # its evaluation sheet: one row per probe, scores under each image
 EVALUATION_KEY = "evaluation"  # entry.json key of the last evaluation's scores and settings (list, gallery)
@@ -44,3 +45,32 @@ def prompt_fields(prompts: Any) -> dict[str, Any]:
         "prompts": {"combined": prompts.combined, "content": prompts.content, "style": prompts.style},
         "rare_token": prompts.token,
     }
+
+
+MOVEMENT_KEY = "movement"  # figures key: how far training moved each LoRA (unziplora.method.movement)
+
+
+def movement_summary(record: dict[str, Any]) -> str:
+    """``figures.movement`` as one line for ``show`` and the gallery; ``-`` when not recorded
+    (imported entries and entries trained before it was measured)."""
+    figures = record.get("figures")
+    found = figures.get(MOVEMENT_KEY) if isinstance(figures, dict) else None
+    if not isinstance(found, dict):
+        return "-"
+
+    def num(value: Any) -> str:
+        return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+    branches, merges = [], []
+    for branch in ("content", "style"):
+        lora = found.get(branch) if isinstance(found.get(branch), dict) else {}
+        relative = lora.get("relative")
+        if isinstance(relative, (int, float)) and not isinstance(relative, bool):
+            branches.append(f"{branch} {relative * 100:.3g}% of its initial norm")
+        else:  # the zero init: nothing to compare with, the distance itself is the figure
+            branches.append(f"{branch} ||dW|| {num(lora.get('moved'))}")
+        merge = (found.get("merge") or {}).get(branch) if isinstance(found.get("merge"), dict) else None
+        if isinstance(merge, dict):
+            merges.append(f"{branch} mean {num(merge.get('mean'))} [{num(merge.get('min'))}, {num(merge.get('max'))}]")
+    line = "LoRA delta ||dW - dW0||: " + ", ".join(branches)
+    return line + (f"; merge vectors (start at 1): {', '.join(merges)}" if merges else "")

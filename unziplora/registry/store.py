@@ -63,7 +63,7 @@ class Registry:
     """The local store of decomposed images. Reading needs no lock; writing takes ``.lock`` briefly."""
 
     def __init__(self, root: str | Path, *, durable: bool = True) -> None:
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser().absolute()  # every path printed from here on is absolute
         self.durable = durable  # fsync files and folders; benchmarks may turn it off
 
     @classmethod

@@ -132,6 +132,7 @@ class Trainer:
         self, config: TrainConfig, image_count: int
     ) -> tuple[Any, dict[str, Any], Any, torch.optim.Optimizer]:
         from unziplora.method import ColumnSeparation, inject_unziplora, param_groups
+        from unziplora.method.layer import init_generator
 
         unet = self.pipe.unet
         unet.to(self.placement.device)
@@ -144,9 +145,12 @@ class Trainer:
         else:
             unet.disable_gradient_checkpointing()
         unet.train()
-        init_generator = torch.Generator().manual_seed(config.seed)
         layers = inject_unziplora(
-            unet, config.rank, init=config.init, prompt_separation=config.prompt_separation, generator=init_generator
+            unet,
+            config.rank,
+            init=config.init,
+            prompt_separation=config.prompt_separation,
+            generator=init_generator(config.seed),  # lora_movement redraws this init at save time
         )
         with warnings.catch_warnings():  # the front end reports this case in its own words
             warnings.simplefilter("ignore", UserWarning)

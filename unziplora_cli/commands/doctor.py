@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from unziplora_cli._frame import JsonOpt, RegistryOpt, epilog, run_options
+from unziplora_cli._frame import JsonOpt, QuietOpt, RegistryOpt, epilog, run_options
 from unziplora_cli._output import emit_json, stdout_console
 
 MARK = {"ok": "ok", "warn": "warn", "fail": "FAIL"}
 
 
-def doctor(ctx: typer.Context, registry: RegistryOpt = None, json: JsonOpt = False) -> None:
-    """Check versions, device and precision, config, registry and base model. Exit 1 if something required is missing."""
+def doctor(ctx: typer.Context, registry: RegistryOpt = None, json: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Check versions, device and precision, config, registry and base model. Exit 1 if something required is missing.
+
+    With -q only the checks that warn or fail are printed (nothing when all is well).
+    """
     from unziplora.diagnostics import Check, run_checks
     from unziplora.errors import ConfigError
     from unziplora.settings import load_settings
 
-    opts = run_options(ctx, registry=registry, json=json)
+    opts = run_options(ctx, registry=registry, json=json, quiet=quiet)
     try:
         settings = load_settings(registry=opts.registry)
         checks = run_checks(settings)
@@ -30,8 +33,11 @@ def doctor(ctx: typer.Context, registry: RegistryOpt = None, json: JsonOpt = Fal
 
         table = Table(show_header=False, box=None, pad_edge=False)
         for check in checks:
+            if opts.quiet and check.status == "ok":
+                continue
             table.add_row(check.name, MARK[check.status], check.detail)
-        stdout_console().print(table)
+        if table.row_count:
+            stdout_console().print(table)
     if failed:
         raise typer.Exit(1)
 
