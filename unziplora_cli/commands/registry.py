@@ -223,6 +223,9 @@ def remove(
     plan = _registry(opts.registry).plan_removal(entry_ids)
     count = f"{len(plan.items)} entr{'y' if len(plan.items) == 1 else 'ies'}"
     size = human_bytes(plan.total_bytes)
+    if not (dry_run or yes or _interactive()):  # the call cannot work as written: a usage mistake
+        typer.echo(f"error: not removing {count} without confirmation: stdin is not a terminal; pass --yes.", err=True)
+        raise typer.Exit(2)
     if not opts.json and not opts.quiet:
         width = max(len(i.id) for i in plan.items)
         for item in plan.items:
@@ -246,11 +249,6 @@ def remove(
         note(f"Dry run: would remove {count} ({size}); nothing changed.", quiet=opts.quiet)
         return
     if not yes:
-        if not _interactive():  # the call cannot work as written: a usage mistake
-            typer.echo(
-                f"error: not removing {count} without confirmation: stdin is not a terminal; pass --yes.", err=True
-            )
-            raise typer.Exit(2)
         typer.echo(f"Remove {count} ({size})? [y/N] ", err=True, nl=False)
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
