@@ -1,9 +1,10 @@
 """How far training moved each LoRA from its initialisation: figures that change even on a toy base.
 
 On ``tiny-sdxl`` every image is noise, so pictures cannot show that training did anything; these
-numbers can. For each branch, over every projection: ``norm`` is ``||dW||_F`` of the LoRA as saved
-(``dW = (B * rows) A``, rows = the column mask when active, else the merge vector), ``moved`` is
-``||dW - dW0||_F`` against the initial ``dW0 = B0 A0``, and ``relative`` is ``moved / ||dW0||_F``
+numbers can. For each branch, over every projection: ``norm`` is ``||dW||_F`` of the learned
+factors, ``dW = B A`` (before the column masks and merge vectors scale its rows: those are
+recorded apart, and a mask zeroing most rows would otherwise swamp what training did), ``moved``
+is ``||dW - dW0||_F`` against the initial ``dW0 = B0 A0``, and ``relative`` is ``moved / ||dW0||_F``
 (None for the ``zero`` init, whose ``dW0`` is 0). The merge vectors start at exactly 1: their
 mean, range and RMS distance from 1 are recorded per branch.
 
@@ -41,8 +42,7 @@ def lora_movement(layers: Mapping[str, UnZipLoRALinear], *, init: str, seed: int
         for b in BRANCHES:
             a, up = layer.lora_A[b].float(), layer.lora_B[b].float()
             a0, up0 = initial_factors(a.shape[0], a.shape[1], up.shape[0], init, generator)
-            rows = layer.mask(b).float() if layer.mask_active(b) else layer.merge[b].float()
-            delta = (up * rows[:, None]) @ a
+            delta = up @ a
             delta0 = up0.to(a.device) @ a0.to(a.device)
             sums[b]["norm"] += float(delta.square().sum())
             sums[b]["moved"] += float((delta - delta0).square().sum())
