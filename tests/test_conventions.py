@@ -194,3 +194,11 @@ def test_train_each_json_is_an_array_for_one_image_and_records_how_far_the_loras
     line = next(x for x in cli("show", record["id"]).stdout.splitlines() if x.startswith("moved:"))
     relative = moved["content"]["relative"] * 100
     assert line.startswith(f"moved:       LoRA delta ||dW - dW0||: content {relative:.3g}% of its initial norm, style ")
+
+
+def test_doctor_prints_the_registry_and_config_absolute(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("UNZIPLORA_CONFIG", "conf.toml")
+    checks = {c["name"]: c["detail"] for c in json.loads(cli("doctor", "--json", "--registry", "rel").stdout)["checks"]}
+    assert checks["registry"].startswith(f"{tmp_path / 'rel'} ")
+    assert checks["config"].startswith(f"{tmp_path / 'conf.toml'} ")

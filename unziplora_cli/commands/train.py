@@ -211,8 +211,11 @@ def train(
             )
     except TrainingStopped as stopped:
         progress.close()
-        for entry in finished:  # entries completed earlier in an --each batch are kept
-            data(entry.id)
+        if opts.json and each:  # entries completed earlier in an --each batch are kept: still an array
+            emit_json([entry.to_dict() for entry in finished])
+        else:
+            for entry in finished:
+                data(entry.id)
         saved = (
             f"; {len(finished)} earlier entr{'y was' if len(finished) == 1 else 'ies were'} saved" if finished else ""
         )
