@@ -355,6 +355,9 @@ def test_json_output_is_the_entry(cli, reg, official):
     assert result.exit_code == 0
     record = json.loads(result.stdout)
     assert record["kind"] == "imported" and record["id"] in reg.ids()
+    shown = json.loads(cli("show", record["id"], "--json").stdout)
+    assert set(record) == set(shown) and record["preview"] is None  # the same entry record as show/list
+    assert "\nmoved:       -\n" in cli("show", record["id"]).stdout  # nothing to compare an import with
 
 
 def test_library_api(reg, official):
