@@ -252,7 +252,7 @@ def remove(
         typer.echo(f"Remove {count} ({size})? [y/N] ", err=True, nl=False)
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
-            note("Nothing removed.")  # the person said no: that is a success, not a failure
+            note("Nothing removed.", quiet=opts.quiet)  # the person said no: a success, not a failure
             return
     plan.execute()
     if opts.json:
