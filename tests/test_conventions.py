@@ -202,3 +202,21 @@ def test_doctor_prints_the_registry_and_config_absolute(cli, tmp_path, monkeypat
     checks = {c["name"]: c["detail"] for c in json.loads(cli("doctor", "--json", "--registry", "rel").stdout)["checks"]}
     assert checks["registry"].startswith(f"{tmp_path / 'rel'} ")
     assert checks["config"].startswith(f"{tmp_path / 'conf.toml'} ")
+
+
+def test_rm_json_has_one_shape_for_entries_and_runs(cli, reg):
+    from unziplora.prompts import build_training_prompts
+    from unziplora.train.config import TrainConfig
+    from unziplora.train.run import create_run
+
+    entry = _entry(reg)
+    record = {"kind": "train-run", "prompts": build_training_prompts("owl", "ink").to_dict()}
+    run = create_run(reg.root, "owl-ink", dict(record, config=TrainConfig().to_dict(), sources=[], inputs=[]))
+    run.release()
+    dry = cli("rm", "--run", run.id, "--dry-run", "-q")
+    assert (dry.exit_code, dry.stdout, dry.stderr) == (0, f"{run.id}\n", "") and run.path.is_dir()
+    entries = json.loads(cli("rm", entry.id, "--yes", "--json").stdout)
+    runs = json.loads(cli("rm", "--run", run.id, "--json").stdout)
+    assert set(runs) == set(entries) == {"dry_run", "removed", "bytes_freed"}
+    assert set(runs["removed"][0]) == set(entries["removed"][0]) and runs["removed"][0]["id"] == run.id
+    assert runs["bytes_freed"] == runs["removed"][0]["bytes"] > 0 and not run.path.exists()
