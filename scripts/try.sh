@@ -15,14 +15,18 @@ id=$(run train examples/a_lighthouse_in_flat_poster_style.png --resolution 64 --
 echo "== unzip compose --content $id --style $id \"at night\"" >&2
 image=$(run compose --content "$id" --style "$id" "at night" --steps 3 --width 64 --height 64 -o "$work/images" -q)
 preview=$(run show "$id" --json | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["preview"])')
+moved=$(run show "$id" | sed -n 's/^moved: *//p')
 cat >&2 <<MSG
 
 entry    $id
 preview  $preview
 image    $image
+moved    $moved
 
-tiny-sdxl has random weights: every picture is noise, whatever the prompt. The commands, files
-and formats are the real ones. To look around in this registry:
+tiny-sdxl has random weights: every picture is the same noise, whatever the prompt, so the images
+cannot show that training worked. The "moved" line can: how far training moved each LoRA from its
+initialisation (unzip show prints it for every entry; more --steps move it further). The
+commands, files and formats are the real ones. To look around in this registry:
     UNZIPLORA_HOME=$work/registry $VENV/bin/unzip list
 Your own registry and settings were not touched.
 MSG

@@ -95,9 +95,9 @@ def test_evaluate_tiny_entry_is_deterministic(cli, isolated_env: Path, tmp_path:
         strip = 21 + 2 * 4 + 2 * (21 + 2)  # three label lines: the probe, then two lines of scores
         assert sheet.size == (2 * 256 + 3 * 4, 3 * (256 + strip) + 4 * 4)
     assert cli("show", entry.id, "--verify").exit_code == 0
-    records = json.loads(cli(*args, "--json").stdout)
-    assert records["id"] == entry.id and records["scores"] == pytest.approx(first.scores, abs=1e-6)
-    assert records["file"] == str(entry.path / "eval.json")
+    (record,) = json.loads(cli(*args, "--json").stdout)  # an array, for one id as for several
+    assert record["id"] == entry.id and record["scores"] == pytest.approx(first.scores, abs=1e-6)
+    assert record["file"] == str(entry.path / "eval.json")
     # a re-run replaces the saved result (-q: only the path), leaving no temporary file behind
     (tmp_path / "one.toml").write_text('[[probe]]\nkind = "style"\nprompt = "a boat in {style} style"\n')
     quiet = cli(

@@ -72,8 +72,9 @@ def test_compose_json_single_prompt_default_folder(cli, pair, tmp_path: Path, mo
     payload = json.loads(result.stdout)
     (record,) = payload["images"]
     assert payload["sheet"] is None and record["prompt_separation"] is False and record["sampler"] == "dpmpp"
-    path = Path(record["path"])
-    assert path.parts[0] == "unzip-out" and path.parent.name.endswith(f"-{a.id}+{b.id}") and (tmp_path / path).is_file()
+    path = Path(record["path"])  # absolute, as every printed path is
+    assert path.parent.parent == tmp_path / "unzip-out" and path.parent.name.endswith(f"-{a.id}+{b.id}")
+    assert path.is_file()
     assert result.stderr == ""  # -q: no note, no progress
 
 
@@ -164,10 +165,13 @@ def test_usage_errors(cli, pair):
         "error: nothing to generate: pass --content ID, --style ID, or both. See 'unzip compose --help'."
     ]
     bad = cli("compose", "--content", a.id, "--sampler", "heun", *FAST)
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2  # a bad option value is a usage mistake, as Click's own are
     assert bad.stderr.splitlines() == ["error: unknown sampler 'heun'; use one of ddpm, euler, euler-a, dpmpp, ddim."]
     odd = cli("compose", "--content", a.id, "--width", "100")
+    assert odd.exit_code == 2
     assert odd.stderr.splitlines() == ["error: --width must be a multiple of 8 between 8 and 8192; got 100."]
+    zero = cli("restyle", "--style", a.id, "--subject", "dog", "-n", "0")
+    assert (zero.exit_code, zero.stdout, zero.stderr) == (2, "", "error: --num must be between 1 and 1000; got 0.\n")
 
 
 def test_help_lists_samplers_defaults_and_examples(cli):

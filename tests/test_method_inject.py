@@ -240,3 +240,27 @@ def test_param_groups_and_only_adapters_train(unet):
     assert with_grad == {n for n, p in unet.named_parameters() if ".lora_A." in n or ".lora_B." in n}
     optimizer.step()
     assert all(isinstance(unet.get_submodule(n).base_layer, nn.Linear) for n in layers)
+
+
+@pytest.mark.parametrize("init", ["official", "zero"])
+def test_movement_redraws_the_exact_init_and_measures_what_changed(unet, init):
+    from unziplora.method.layer import init_generator
+    from unziplora.method.movement import lora_movement
+
+    layers = inject_unziplora(unet, 4, init=init, generator=init_generator(5))
+    start = lora_movement(layers, init=init, seed=5)
+    for branch in ("content", "style"):  # right after injection nothing moved: the redraw is the init
+        assert start[branch]["moved"] == 0.0
+        assert start[branch]["relative"] == (0.0 if init == "official" else None)
+        assert start["merge"][branch] == {"mean": 1.0, "min": 1.0, "max": 1.0, "rms_change": 0.0}
+    layer = next(iter(layers.values()))
+    before = layer.lora_B["style"].detach().clone() @ layer.lora_A["style"].detach()
+    with torch.no_grad():
+        layer.lora_B["style"].add_(0.01)
+        layer.merge["content"][0] = 1.5
+    after = lora_movement(layers, init=init, seed=5)
+    expected = float((layer.lora_B["style"] @ layer.lora_A["style"] - before).detach().norm())
+    assert after["style"]["moved"] == pytest.approx(expected, rel=1e-4) and after["content"]["moved"] == 0.0
+    assert after["merge"]["content"]["max"] == 1.5 and after["merge"]["content"]["rms_change"] > 0
+    if init == "official":  # another seed is another init: far from this one
+        assert lora_movement(layers, init=init, seed=6)["content"]["relative"] > 0.5

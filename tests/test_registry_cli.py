@@ -153,7 +153,7 @@ def test_list_json_keeps_every_key(cli, three: list[str]) -> None:
     records = json.loads(result.stdout)
     assert [r["id"] for r in records] == ["car-pop-9e0f", "cat-ink-1b2c", "cat-sketch-3f2a"]
     for r in records:
-        assert set(r) == RECORD_KEYS and r["damaged"] is None and isinstance(r["size_bytes"], int)
+        assert set(r) == RECORD_KEYS | {"preview"} and r["damaged"] is None and isinstance(r["size_bytes"], int)
         assert r["created"].endswith("+00:00") and r["schema_version"] == SCHEMA_VERSION
         assert Path(r["path"]).name == r["id"] and set(r["files"]) >= {"content.safetensors", "style.safetensors"}
     assert json.loads(cli("list", "--json", "--filter", "ink").stdout)[0]["settings"]["rank"] == 4
@@ -173,7 +173,7 @@ def test_list_marks_damaged_entries(cli, reg: Registry, three: list[str]) -> Non
     )
     records = {r["id"]: r for r in json.loads(cli("list", "--json").stdout)}
     assert records["car-pop-9e0f"]["damaged"].startswith("entry.json is not valid JSON")
-    assert set(records["car-pop-9e0f"]) == RECORD_KEYS and records["car-pop-9e0f"]["subject"] is None
+    assert set(records["car-pop-9e0f"]) == RECORD_KEYS | {"preview"} and records["car-pop-9e0f"]["subject"] is None
     assert records["cat-ink-1b2c"]["damaged"] == "style.safetensors is missing"
     assert _ids(cli("list", "-q", "--sort", "name").stdout) == ["car-pop-9e0f", "cat-ink-1b2c", "cat-sketch-3f2a"]
 
@@ -190,7 +190,10 @@ def test_registry_option_per_command_and_global(cli, tmp_path: Path) -> None:
 
 
 def test_show_prints_every_field(cli, reg: Registry, three: list[str]) -> None:
-    (reg.entries_dir / "cat-ink-1b2c" / "preview.png").write_bytes(b"png")  # after creation: not a payload
+    # a preview.png dropped in after creation is not part of the entry: show names only the listed one
+    (reg.entries_dir / "cat-ink-1b2c" / "preview.png").write_bytes(b"png")
+    assert "preview:" not in cli("show", "cat-i").stdout
+    _list_file(reg, "cat-ink-1b2c", "preview.png")
     result = cli("show", "cat-i")
     assert result.exit_code == 0 and result.stderr == ""
     out = result.stdout
@@ -214,6 +217,16 @@ def test_show_prints_every_field(cli, reg: Registry, three: list[str]) -> None:
         "written by:  unziplora",
     ):
         assert text in out, text
+
+
+def _list_file(reg: Registry, entry_id: str, name: str) -> None:
+    """Record ``name`` (already in the folder) in the entry's files, as a writer would have."""
+    import hashlib
+
+    path = reg.entries_dir / entry_id / name
+    raw = json.loads((reg.entries_dir / entry_id / "entry.json").read_text())
+    raw["files"][name] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "bytes": path.stat().st_size}
+    (reg.entries_dir / entry_id / "entry.json").write_text(json.dumps(raw))
 
 
 def test_show_cuts_long_extra_fields(cli, reg: Registry) -> None:
@@ -335,7 +348,7 @@ def test_rm_dry_run_changes_nothing(cli, reg: Registry, three: list[str]) -> Non
 
 def test_rm_without_tty_or_yes_refuses(cli, reg: Registry, three: list[str]) -> None:
     result = cli("rm", "cat-s")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # the call cannot work as written: a usage mistake
     assert result.stderr == "error: not removing 1 entry without confirmation: stdin is not a terminal; pass --yes.\n"
     assert len(reg.list()) == 3
 
@@ -343,7 +356,9 @@ def test_rm_without_tty_or_yes_refuses(cli, reg: Registry, three: list[str]) -> 
 def test_rm_asks_and_obeys_the_answer(cli, reg: Registry, three: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry_cmd, "_interactive", lambda: True)
     no = cli("rm", "cat-s", "cat-i", input="n\n")
-    assert no.exit_code == 1 and "Remove 2 entries (" in no.stderr and "? [y/N] Nothing removed.\n" in no.stderr
+    assert (
+        no.exit_code == 0 and "Remove 2 entries (" in no.stderr
+    )  # a "no" is an answer, not a failure and "? [y/N] Nothing removed.\n" in no.stderr
     assert len(reg.list()) == 3
     yes = cli("rm", "cat-s", "cat-i", input="y\n")
     assert yes.exit_code == 0 and yes.stderr.endswith("Removed 2 entries, freed " + yes.stderr.rsplit("freed ", 1)[1])
@@ -361,8 +376,8 @@ def test_rm_yes_several_ids_from_list_q(cli, reg: Registry, three: list[str]) ->
 
 
 def test_rm_json_quiet_and_errors(cli, reg: Registry, three: list[str]) -> None:
-    quiet = cli("rm", "car", "-y", "-q")
-    assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
+    quiet = cli("rm", "car", "-y", "-q")  # -q: the removed ids, nothing on stderr
+    assert quiet.exit_code == 0 and quiet.stdout == "car-pop-9e0f\n" and quiet.stderr == ""
     data = json.loads(cli("rm", "cat-ink-1b2c", "--yes", "--json").stdout)
     assert (
         data["dry_run"] is False and [r["id"] for r in data["removed"]] == ["cat-ink-1b2c"] and data["bytes_freed"] > 0

@@ -178,6 +178,27 @@ def test_existing_file_needs_force(export, store, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.safetensors"]  # no temp files left
 
 
+def test_out_folder_is_created_when_missing_like_every_o_folder(export, store, tmp_path):
+    # -o without .safetensors names a folder: created with its parents, as compose/restyle/gallery do
+    result = export(store["a"].id, "--part", "style", "-o", "new/kohya")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"{tmp_path / 'new' / 'kohya' / (store['a'].id + '-style.safetensors')}\n"
+    again = export(store["a"].id, "--part", "style", "-o", "new/kohya")  # and never overwritten without --force
+    assert again.exit_code == 1
+    assert (
+        again.stderr
+        == f"error: {tmp_path / 'new/kohya' / (store['a'].id + '-style.safetensors')} already exists; pass --force to overwrite it\n"
+    )
+    (tmp_path / "plain").write_bytes(b"keep")
+    refused = export(store["a"].id, "-o", "plain")
+    assert refused.exit_code == 1 and refused.stdout == ""
+    assert (
+        refused.stderr
+        == f"error: {tmp_path / 'plain'} is a file, not a folder; give -o a folder or a name ending in .safetensors\n"
+    )
+    assert (tmp_path / "plain").read_bytes() == b"keep"
+
+
 @pytest.mark.parametrize(
     "args, line",
     [
@@ -192,10 +213,6 @@ def test_existing_file_needs_force(export, store, tmp_path):
         (
             ["--style-from", "{other}"],
             "error: cannot combine {a} and {other}: they were trained on different base models (tiny-sdxl vs some/other-base); pick a style entry trained on the same base",
-        ),
-        (
-            ["-o", "no-such-folder"],
-            "error: {cwd}/no-such-folder is neither a .safetensors file name nor an existing folder; a kohya LoRA is one .safetensors file",
         ),
     ],
 )

@@ -50,10 +50,10 @@ def imported(cli, reg, *args):
     return reg.get(result.stdout.strip())
 
 
-def refused(cli, reg, *args) -> str:
+def refused(cli, reg, *args, code: int = 1) -> str:
     before = snapshot(reg.root)
     result = cli("import", *args)
-    assert result.exit_code == 1 and result.stdout == ""
+    assert result.exit_code == code and result.stdout == ""
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert snapshot(reg.root) == before
     return result.stderr.removeprefix("error: ").rstrip("\n")
@@ -337,7 +337,7 @@ def test_bad_paths_are_refused(cli, reg, plain_files, tmp_path):
         f"{content} is a single LoRA file; import needs a content and a style LoRA"
     )
     assert (
-        refused(cli, reg, "a", "b", "c")
+        refused(cli, reg, "a", "b", "c", code=2)  # a usage mistake
         == "import takes one official output or a content and a style file, not 3 paths"
     )
     assert refused(cli, reg, str(tmp_path / "nothing")).startswith(
@@ -355,6 +355,9 @@ def test_json_output_is_the_entry(cli, reg, official):
     assert result.exit_code == 0
     record = json.loads(result.stdout)
     assert record["kind"] == "imported" and record["id"] in reg.ids()
+    shown = json.loads(cli("show", record["id"], "--json").stdout)
+    assert set(record) == set(shown) and record["preview"] is None  # the same entry record as show/list
+    assert "\nmoved:       -\n" in cli("show", record["id"]).stdout  # nothing to compare an import with
 
 
 def test_library_api(reg, official):

@@ -112,3 +112,32 @@ def payload_hashes(entry: Any, part: str) -> tuple[str, ...]:
     """The recorded sha256 of ``part``'s LoRA and of the masks: equal hashes, same tensors."""
     files = entry.files
     return tuple(str(files.get(name, {}).get("sha256")) for name in (part_file(part), MASKS_FILE))
+
+
+MOVEMENT_KEY = "movement"  # figures key: how far training moved each LoRA (unziplora.method.movement)
+
+
+def movement_summary(record: dict[str, Any]) -> str:
+    """``figures.movement`` as one line for ``show`` and the gallery; ``-`` when not recorded
+    (imported entries and entries trained before it was measured)."""
+    figures = record.get("figures")
+    found = figures.get(MOVEMENT_KEY) if isinstance(figures, dict) else None
+    if not isinstance(found, dict):
+        return "-"
+
+    def num(value: Any) -> str:
+        return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+    branches, merges = [], []
+    for branch in ("content", "style"):
+        lora = found.get(branch) if isinstance(found.get(branch), dict) else {}
+        relative = lora.get("relative")
+        if isinstance(relative, (int, float)) and not isinstance(relative, bool):
+            branches.append(f"{branch} {relative * 100:.3g}% of its initial norm")
+        else:  # the zero init: nothing to compare with, the distance itself is the figure
+            branches.append(f"{branch} ||dW|| {num(lora.get('moved'))}")
+        merge = (found.get("merge") or {}).get(branch) if isinstance(found.get("merge"), dict) else None
+        if isinstance(merge, dict):
+            merges.append(f"{branch} mean {num(merge.get('mean'))} [{num(merge.get('min'))}, {num(merge.get('max'))}]")
+    line = "LoRA delta ||dW - dW0||: " + ", ".join(branches)
+    return line + (f"; merge vectors (start at 1): {', '.join(merges)}" if merges else "")

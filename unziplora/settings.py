@@ -90,7 +90,7 @@ def config_path() -> Path:
     """Path of ``config.toml`` (``$UNZIPLORA_CONFIG`` overrides)."""
     env = os.environ.get(ENV_CONFIG)
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser().absolute()  # printed (doctor, errors): always absolute
     return Path(_platformdirs().user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
 
 
@@ -98,7 +98,7 @@ def user_cache_dir() -> Path:
     """Where generated artifacts such as the tiny base live (``$UNZIPLORA_CACHE`` overrides)."""
     env = os.environ.get(ENV_CACHE)
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser().absolute()  # printed (doctor, errors): always absolute
     return Path(_platformdirs().user_cache_dir(APP_NAME, appauthor=False))
 
 
@@ -206,7 +206,7 @@ def load_settings(
     dev = pick("device", device, ENV_DEVICE, data.get("device"), "auto")
     prec = pick("precision", precision, ENV_PRECISION, data.get("precision"), "auto")
     reg = pick("registry", registry, ENV_HOME, data.get("registry"), None)
-    reg_path = Path(reg).expanduser() if reg is not None else default_registry_dir()
+    reg_path = Path(reg).expanduser().absolute() if reg is not None else default_registry_dir()
     train = replace(
         TrainDefaults(),
         **{f.name: data.get("train", {}).get(f.name, getattr(TrainDefaults(), f.name)) for f in fields(TrainDefaults)},

@@ -11,7 +11,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from unziplora.entry_files import EVALUATION_KEY
+from unziplora.entry_files import EVALUATION_KEY, MOVEMENT_KEY, movement_summary
 from unziplora.registry.schema import STANDARD_KEYS
 from unziplora_cli._output import data as _data
 from unziplora_cli._output import human_bytes, visible
@@ -127,7 +127,7 @@ def _kv(key: str, value: Any, indent: int = 0) -> None:
     data(f"{' ' * indent}{key + ':':<12} {text}")
 
 
-def show_page(entry: Any, preview: str | None) -> None:
+def show_page(entry: Any) -> None:
     """Every field of an entry as ``key: value`` lines on stdout."""
     r = entry.record
     _kv("id", entry.id)
@@ -149,7 +149,9 @@ def show_page(entry: Any, preview: str | None) -> None:
         if isinstance(values, dict) and values:
             data(f"{section}:")
             for key, value in values.items():
-                _kv(str(key), value, indent=2)
+                if section != "figures" or key != MOVEMENT_KEY:
+                    _kv(str(key), value, indent=2)
+    _kv("moved", movement_summary(r))  # changes with training even where the images cannot (tiny-sdxl)
     sources = r.get("sources") if isinstance(r.get("sources"), list) else []
     if sources:
         data("sources:")
@@ -180,5 +182,5 @@ def show_page(entry: Any, preview: str | None) -> None:
                 f"  {name:<{width}}  {human_bytes(int(info.get('bytes', 0))):>10}  sha256 {str(info.get('sha256'))[:16]}"
             )
     _kv("size", f"{human_bytes(entry.size_bytes)} on disk")
-    if preview:
-        _kv("preview", preview)
+    if entry.preview:
+        _kv("preview", entry.preview)

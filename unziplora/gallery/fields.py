@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from unziplora.entry_files import EVALUATION_KEY
+from unziplora.entry_files import EVALUATION_KEY, MOVEMENT_KEY, movement_summary
 from unziplora.registry.schema import STANDARD_KEYS
 
 Row = tuple[str, str, int]
@@ -74,7 +74,8 @@ def show_rows(entry: Any) -> list[Row]:
         values = r.get(section)
         if isinstance(values, dict) and values:
             rows.append((section, "", 0))
-            rows.extend((str(k), text(v), 1) for k, v in values.items())
+            rows.extend((str(k), text(v), 1) for k, v in values.items() if section != "figures" or k != MOVEMENT_KEY)
+    rows.append(("moved", movement_summary(r), 0))
     sources = r.get("sources") if isinstance(r.get("sources"), list) else []
     if sources:
         rows.append(("sources", "", 0))

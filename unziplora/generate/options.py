@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from unziplora.errors import ConfigError
+from unziplora.errors import UsageError
 
 # name -> (diffusers scheduler class, one-line description for --help)
 SAMPLERS: dict[str, tuple[str, str]] = {
@@ -50,7 +50,7 @@ def check_sampler(name: str | None) -> str | None:
     aliases = {"euler-ancestral": "euler-a", "euler_a": "euler-a", "dpm++": "dpmpp", "dpm-solver": "dpmpp"}
     key = aliases.get(key, key)
     if key not in SAMPLERS:
-        raise ConfigError(f"unknown sampler '{name}'; use one of {', '.join(SAMPLERS)}.")
+        raise UsageError(f"unknown sampler '{name}'; use one of {', '.join(SAMPLERS)}.")
     return key
 
 
@@ -79,21 +79,21 @@ class GenerationOptions:
 
     def __post_init__(self) -> None:
         if not 1 <= self.num <= MAX_IMAGES:
-            raise ConfigError(f"--num must be between 1 and {MAX_IMAGES}; got {self.num}.")
+            raise UsageError(f"--num must be between 1 and {MAX_IMAGES}; got {self.num}.")
         if not 0 <= self.seed < 2**63 - MAX_IMAGES:
-            raise ConfigError(f"--seed must be a non-negative integer below 2**63; got {self.seed}.")
+            raise UsageError(f"--seed must be a non-negative integer below 2**63; got {self.seed}.")
         if self.steps < 1 or self.steps > 1000:
-            raise ConfigError(f"--steps must be between 1 and 1000; got {self.steps}.")
+            raise UsageError(f"--steps must be between 1 and 1000; got {self.steps}.")
         if not 0.0 <= self.guidance <= 100.0:
-            raise ConfigError(f"--guidance must be between 0 and 100; got {self.guidance}.")
+            raise UsageError(f"--guidance must be between 0 and 100; got {self.guidance}.")
         for flag, size in (("--width", self.width), ("--height", self.height)):
             if size is not None and (size < 8 or size > 8192 or size % 8):
-                raise ConfigError(f"{flag} must be a multiple of 8 between 8 and 8192; got {size}.")
+                raise UsageError(f"{flag} must be a multiple of 8 between 8 and 8192; got {size}.")
         for flag, scale in (("--content-scale", self.content_scale), ("--style-scale", self.style_scale)):
             if not -10.0 <= scale <= 10.0:
-                raise ConfigError(f"{flag} must be between -10 and 10; got {scale}.")
+                raise UsageError(f"{flag} must be between -10 and 10; got {scale}.")
         if not 0.0 < self.strength <= 1.0:
-            raise ConfigError(f"--strength must be above 0 and at most 1; got {self.strength}.")
+            raise UsageError(f"--strength must be above 0 and at most 1; got {self.strength}.")
         object.__setattr__(self, "sampler", check_sampler(self.sampler))
         if self.negative is not None and not self.negative.strip():
             object.__setattr__(self, "negative", None)

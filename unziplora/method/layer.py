@@ -30,6 +30,24 @@ def _check_branch(branch: str) -> None:
         raise ValueError(f"branch must be one of {BRANCHES}; got {branch!r}")
 
 
+def init_generator(seed: int) -> torch.Generator:
+    """The CPU generator a training run initialises its layers from (one owner of seed -> init)."""
+    return torch.Generator().manual_seed(seed)
+
+
+def initial_factors(
+    rank: int, in_features: int, out_features: int, init: str, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One branch's ``(A, B)`` at initialisation, fp32 on the CPU, drawn from ``generator`` in a
+    fixed order (A, then B). The one owner of the init: layers use it, and
+    :mod:`unziplora.method.movement` redraws it to measure how far training moved each LoRA."""
+    std = 1.0 / rank
+    a = torch.randn((rank, in_features), generator=generator, dtype=torch.float32) * std
+    if init == "zero":
+        return a, torch.zeros((out_features, rank), dtype=torch.float32)
+    return a, torch.randn((out_features, rank), generator=generator, dtype=torch.float32) * std
+
+
 class UnZipLoRALinear(nn.Module):
     """A frozen ``nn.Linear`` plus a content and a style LoRA branch with per-column gates.
 
@@ -97,12 +115,9 @@ class UnZipLoRALinear(nn.Module):
         step 0); ``zero``: the same A, B = 0 (plain-LoRA style, output equals the base at step 0)."""
         for b in BRANCHES:
             a, up = self.lora_A[b], self.lora_B[b]
-            std = 1.0 / a.shape[0]
-            a.copy_(torch.randn(a.shape, generator=generator, dtype=torch.float32).to(a) * std)
-            if init == "zero":
-                up.zero_()
-            else:
-                up.copy_(torch.randn(up.shape, generator=generator, dtype=torch.float32).to(up) * std)
+            a0, up0 = initial_factors(a.shape[0], a.shape[1], up.shape[0], init, generator)
+            a.copy_(a0.to(a))
+            up.copy_(up0.to(up))
             self.merge[b].fill_(1.0)
 
     @property

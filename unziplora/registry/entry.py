@@ -112,8 +112,15 @@ class Entry:
         out.update({k: v for k, v in self.record.items() if k != "id"})
         for key in schema.STANDARD_KEYS:  # an unreadable entry still has every key, as null
             out.setdefault(key, None)
-        out.update(path=str(self.path), size_bytes=self.size_bytes, damaged=self.damaged)
+        out.update(path=str(self.path), size_bytes=self.size_bytes, damaged=self.damaged, preview=self.preview)
         return out
+
+    @property
+    def preview(self) -> str | None:
+        """Absolute path of the entry's preview sheet when its record lists one (no file-system call)."""
+        from unziplora.entry_files import PREVIEW_IMAGE
+
+        return str(self.path / PREVIEW_IMAGE) if PREVIEW_IMAGE in self.files else None
 
 
 def _parse_record(raw: bytes | None, entry_id: str) -> tuple[dict[str, Any], str | None, SchemaVersionError | None]:

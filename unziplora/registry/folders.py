@@ -33,7 +33,7 @@ class Folders:
     """Where a registry lives and how its folders are made, locked and swept."""
 
     def __init__(self, root: str | Path, *, durable: bool = True) -> None:
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser().absolute()  # every path printed from here on is absolute
         self.durable = durable  # fsync files and folders; benchmarks may turn it off
 
     entries_dir = property(lambda self: self.root / "entries")

@@ -18,7 +18,8 @@ others come from the writer through ``staging.record``. Unknown extra keys are k
       "sources": [{"name": "cat.jpg", "sha256": "...", "bytes": 48213, "width": 1024, "height": 768}],
       "base": {"ref": "stabilityai/stable-diffusion-xl-base-1.0", "kind": "hub", "fingerprint": "..."},
       "settings": {"steps": 600, "rank": 64, "learning_rate": 5e-05, ...},   every training setting
-      "figures": {"steps": 600, "seconds": 812.4, "final_loss": 0.083, "device": "cuda", "precision": "bf16"},
+      "figures": {"steps": 600, "seconds": 812.4, "final_loss": 0.083, "device": "cuda", "precision": "bf16",
+                  "movement": {...}},       how far training moved each LoRA (unziplora.method.movement)
       "provenance": null,                      for imports: where the files came from (free-form object)
       "files": {"content.safetensors": {"sha256": "<64 hex>", "bytes": 1234567}, ...}   * every payload file
     }

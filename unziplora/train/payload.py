@@ -59,6 +59,7 @@ def write_entry_payload(
     ``run_id`` is recorded in ``figures`` so the run can never be resumed into a second entry.
     """
     from unziplora.images import thumbnail
+    from unziplora.method.movement import lora_movement
     from unziplora.method.state import lora_state_dict, merge_state_dict
 
     config, prompts = request.config, request.prompts
@@ -110,6 +111,7 @@ def write_entry_payload(
                 "device": placement.device,
                 "precision": placement.precision,
                 "save_precision": config.save_precision,
+                "movement": lora_movement(layers, init=config.init, seed=config.seed),
                 **request.extra,
                 **({"run_id": run_id} if run_id else {}),
             },

@@ -63,6 +63,36 @@ class Run:
             return 0
         return int(self.record.get("checkpoint_step", 0))
 
+    def to_dict(self) -> dict[str, Any]:
+        """The run for ``list --runs --json``, in the key names and shapes of an entry's record
+        (``settings``, ``subject``, ``style``, ``prompts``, ``rare_token``, ``sources``, ``base``,
+        ``path``) plus where it stands (``step`` of ``steps``). run.json keeps its own layout (it is
+        what ``--resume`` reads); only this view is shaped like an entry."""
+        from unziplora.entry_files import prompt_fields
+        from unziplora.prompts import PromptSet
+
+        record = self.record
+        settings = record.get("config") if isinstance(record.get("config"), dict) else {}
+        raw = record.get("prompts") if isinstance(record.get("prompts"), dict) else {}
+        try:
+            words = prompt_fields(PromptSet.from_dict(raw))
+        except ValueError:  # an unreadable run.json still lists, with what it has
+            words = {"subject": "", "style": "", "prompts": {}, "rare_token": None}
+        return {
+            "id": self.id,
+            "name": record.get("name") or self.id,
+            "kind": record.get("kind") or "train-run",
+            "created": record.get("created"),
+            **words,
+            "sources": record.get("sources") if isinstance(record.get("sources"), list) else [],
+            "base": record.get("base") if isinstance(record.get("base"), dict) else {},
+            "settings": settings,
+            "command": record.get("command"),
+            "path": str(self.path),
+            "step": self.step,
+            "steps": settings.get("steps"),
+        }
+
     def update(self, **fields: Any) -> None:
         """Rewrite run.json atomically with ``fields`` changed."""
         self.record.update(fields)

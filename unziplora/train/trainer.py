@@ -310,6 +310,7 @@ def prepare_unet(
 ) -> tuple[dict[str, Any], Any, torch.optim.Optimizer]:
     """Put ``unet`` in training shape with UnZipLoRA layers; return the layers, the column scheduler, AdamW."""
     from unziplora.method import ColumnSeparation, inject_unziplora, param_groups
+    from unziplora.method.layer import init_generator
 
     unet.to(device)
     unet.requires_grad_(False)
@@ -319,9 +320,12 @@ def prepare_unet(
     else:
         unet.disable_gradient_checkpointing()
     unet.train()
-    init_generator = torch.Generator().manual_seed(config.seed)
     layers = inject_unziplora(
-        unet, config.rank, init=config.init, prompt_separation=config.prompt_separation, generator=init_generator
+        unet,
+        config.rank,
+        init=config.init,
+        prompt_separation=config.prompt_separation,
+        generator=init_generator(config.seed),  # lora_movement redraws this init at save time
     )
     columns = ColumnSeparation(
         layers,

@@ -69,11 +69,11 @@ def resolve_format(fmt: str) -> str:
 
 
 def output_path(out: str | os.PathLike[str] | None, fmt: str, stem: str, cwd: Path | None = None) -> Path:
-    """Where the file goes: ``-o`` ending in ``.safetensors`` is the file; otherwise a folder for
-    diffusers (``<folder>/pytorch_lora_weights.safetensors``) or, for kohya, an existing folder
-    that receives ``<stem>.safetensors``. Without ``-o``: ``./<stem>.safetensors`` (kohya) or
-    ``./<stem>/pytorch_lora_weights.safetensors`` (diffusers). Relative paths are taken from ``cwd``
-    (default: the working directory) and returned absolute."""
+    """Where the file goes: ``-o`` ending in ``.safetensors`` is the file; anything else is a folder
+    (created when missing, as every ``-o`` folder is) that receives ``<stem>.safetensors`` (kohya)
+    or ``pytorch_lora_weights.safetensors`` (diffusers). Without ``-o``: ``./<stem>.safetensors``
+    (kohya) or ``./<stem>/pytorch_lora_weights.safetensors`` (diffusers). Relative paths are taken
+    from ``cwd`` (default: the working directory) and returned absolute."""
     here = cwd or Path.cwd()
     if out is None:
         return here / (f"{stem}.safetensors" if fmt == "kohya" else f"{stem}/{DIFFUSERS_WEIGHT_NAME}")
@@ -81,13 +81,9 @@ def output_path(out: str | os.PathLike[str] | None, fmt: str, stem: str, cwd: Pa
     path = path if path.is_absolute() else here / path
     if path.suffix.lower() == ".safetensors":
         return path
-    if fmt == "diffusers":
-        return path / DIFFUSERS_WEIGHT_NAME
-    if path.is_dir():
-        return path / f"{stem}.safetensors"
-    raise ExportError(
-        f"{path} is neither a .safetensors file name nor an existing folder; a kohya LoRA is one .safetensors file"
-    )
+    if path.exists() and not path.is_dir():
+        raise ExportError(f"{path} is a file, not a folder; give -o a folder or a name ending in .safetensors")
+    return path / (DIFFUSERS_WEIGHT_NAME if fmt == "diffusers" else f"{stem}.safetensors")
 
 
 def _merges(entry: Any, modules: list[str], part: str) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def evaluate_command(
     The result is saved with each entry (eval.json, the sheet eval.png, scores in entry.json; a
     re-run replaces them), so 'unzip list --sort subject-fidelity' can rank entries.
     """
-    from unziplora.errors import ConfigError, IncompatibleEntriesError
+    from unziplora.errors import IncompatibleEntriesError, UsageError
     from unziplora.eval.probes import DEFAULT_PROBES, DEFAULT_SEED, read_probes
     from unziplora.generate.options import GenerationOptions
     from unziplora.registry import Registry
@@ -61,7 +61,7 @@ def evaluate_command(
 
     opts = run_options(ctx, registry=registry, json=json, quiet=quiet)
     if num < 1 or num > 64:
-        raise ConfigError(f"-n must be between 1 and 64; got {num}.")
+        raise UsageError(f"-n must be between 1 and 64; got {num}.")
     probe_list, file_seed = read_probes(probes) if probes is not None else (list(DEFAULT_PROBES), DEFAULT_SEED)
     seed = file_seed if seed is None else seed
     options = GenerationOptions(steps=steps, width=size, height=size)
@@ -112,7 +112,7 @@ def evaluate_command(
         for r, e in zip(results, saved)
     ]
     if opts.json:
-        emit_json(records[0] if len(records) == 1 else records)
+        emit_json(records)  # an array for one id as for three: the shape never depends on the count
         return
     if opts.quiet:  # only where the results were saved, one entry per line
         for record in records:

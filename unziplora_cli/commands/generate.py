@@ -119,7 +119,7 @@ def _run(
     if request.base.is_tiny:
         note(TINY_NOTE, quiet=run.quiet)
     ids = [e.id for e in (request.content, request.style) if e is not None]
-    out_dir = out if out is not None else default_out_dir(ids)
+    out_dir = (out if out is not None else default_out_dir(ids)).expanduser().absolute()  # printed absolute
     created = prepare_out_dir(out_dir, planned_names(seeds, sheet=sheet), force=force)
     written: list[Path] = []
     try:

@@ -115,23 +115,21 @@ def _list_runs(root: Any, opts: Any) -> None:
     """Interrupted training runs: id, what they train, how far they got."""
     from unziplora.train.run import list_runs
 
-    found = list_runs(root)
+    found = [r.to_dict() for r in list_runs(root)]
     if opts.json:
-        emit_json([{"id": r.id, "path": str(r.path), "step": r.step, **r.record} for r in found])
+        emit_json(found)
         return
     if not found:
         note("No interrupted training runs.", quiet=opts.quiet)
         return
     for r in found:
         if opts.quiet:
-            data(r.id)
+            data(r["id"])
             continue
-        prompts = r.record.get("prompts") if isinstance(r.record.get("prompts"), dict) else {}
-        config = r.record.get("config") if isinstance(r.record.get("config"), dict) else {}
-        total = config.get("steps", "?")
+        total = r["steps"] if r["steps"] is not None else "?"
         data(
             visible(
-                f"{r.id}  {prompts.get('subject') or '-'} / {prompts.get('style_words') or '-'}  step {r.step}/{total}  {r.record.get('created', '')}"
+                f"{r['id']}  {r['subject'] or '-'} / {r['style'] or '-'}  step {r['step']}/{total}  {r['created'] or ''}"
             )
         )
     note("resume with: unzip train --resume RUN", quiet=opts.quiet)
@@ -147,25 +145,25 @@ def show(
     ] = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Show everything an entry records: prompts, base, settings, training figures, files."""
-    from unziplora.entry_files import PREVIEW_IMAGE
+    """Show everything an entry records: prompts, base, settings, training figures, files (-q: only its id)."""
     from unziplora.errors import DamagedEntryError
     from unziplora_cli._registry_view import show_page
 
-    opts = run_options(ctx, registry=registry, json=json)
+    opts = run_options(ctx, registry=registry, json=json, quiet=quiet)
     entry = _registry(opts.registry).get(entry_id, allow_damaged=True)
-    preview_path = entry.path / PREVIEW_IMAGE
-    preview = str(preview_path) if preview_path.is_file() else None
     problems = entry.verify() if verify else None
     if opts.json:
         out = entry.to_dict()
-        out["preview"] = preview
         if problems is not None:
             out["verify"] = {"ok": not problems, "problems": problems}
         emit_json(out)
+    elif opts.quiet:  # the full id of what ID named, as 'list -q' prints ids
+        if not problems:
+            data(entry.id)
     else:
-        show_page(entry, preview)
+        show_page(entry)
         if problems is not None:
             if problems:
                 data("verify:      FAILED")
@@ -180,7 +178,7 @@ def show(
             f"entry {entry.id} failed verification: {problems[0]}"
             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
         )
-    if entry.damaged and not opts.json and not verify:
+    if entry.damaged and not opts.json and not verify:  # a warning: shown with -q too
         warn(visible(f"entry {entry.id} is damaged: {entry.damaged}"))
 
 
@@ -225,6 +223,9 @@ def remove(
     plan = _registry(opts.registry).plan_removal(entry_ids)
     count = f"{len(plan.items)} entr{'y' if len(plan.items) == 1 else 'ies'}"
     size = human_bytes(plan.total_bytes)
+    if not (dry_run or yes or _interactive()):  # the call cannot work as written: a usage mistake
+        typer.echo(f"error: not removing {count} without confirmation: stdin is not a terminal; pass --yes.", err=True)
+        raise typer.Exit(2)
     if not opts.json and not opts.quiet:
         width = max(len(i.id) for i in plan.items)
         for item in plan.items:
@@ -239,25 +240,26 @@ def remove(
         ]
         return {"dry_run": dry_run, "removed": items, "bytes_freed": freed}
 
-    if dry_run:
+    if dry_run:  # a dry run exists to print the plan: with -q, as the ids that would go
         if opts.json:
             emit_json(report([i.id for i in plan.items], plan.total_bytes))
+        elif opts.quiet:
+            for item in plan.items:
+                data(item.id)
         note(f"Dry run: would remove {count} ({size}); nothing changed.", quiet=opts.quiet)
         return
     if not yes:
-        if not _interactive():
-            typer.echo(
-                f"error: not removing {count} without confirmation: stdin is not a terminal; pass --yes.", err=True
-            )
-            raise typer.Exit(1)
         typer.echo(f"Remove {count} ({size})? [y/N] ", err=True, nl=False)
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
-            note("Nothing removed.")
-            raise typer.Exit(1)
+            note("Nothing removed.", quiet=opts.quiet)  # the person said no: a success, not a failure
+            return
     plan.execute()
     if opts.json:
         emit_json(report(plan.removed, plan.freed_bytes))
+    elif opts.quiet:
+        for removed_id in plan.removed:
+            data(removed_id)
     removed = len(plan.removed)
     note(
         f"Removed {removed} entr{'y' if removed == 1 else 'ies'}, freed {human_bytes(plan.freed_bytes)}.",
@@ -291,22 +293,41 @@ def init(
 
 def _remove_runs(opts: Any, refs: list[str], entry_ids: list[str] | None, dry_run: bool) -> None:
     """``unzip rm --run RUN``: no confirmation needed, a run is not an entry (nothing else refers to it)."""
-    from unziplora.errors import ConfigError
+    from unziplora.errors import UsageError
     from unziplora.train.run import open_run, remove_run
 
     if entry_ids:
-        raise ConfigError("--run removes training runs; remove entries in a separate 'unzip rm ID' call.")
+        raise UsageError("--run removes training runs; remove entries in a separate 'unzip rm ID' call.")
     root = _registry(opts.registry).root
     found = [open_run(root, ref) for ref in refs]  # every ref checked before anything is removed
+    items = [  # the same record as 'rm --json' gives per entry
+        {"id": r.id, "name": str(r.record.get("name") or r.id), "path": str(r.path), "bytes": _folder_bytes(r.path)}
+        for r in found
+    ]
     for run in found:
-        if dry_run:
-            note(f"Dry run: would discard run {run.id}.", quiet=opts.quiet)
+        if not dry_run:
+            remove_run(root, run.id)
+        if opts.json:
             continue
-        remove_run(root, run.id)
         if opts.quiet:
             data(run.id)
         else:
-            note(f"Discarded run {run.id}.")
+            note(f"Dry run: would discard run {run.id}." if dry_run else f"Discarded run {run.id}.")
+    if opts.json:
+        emit_json({"dry_run": dry_run, "removed": items, "bytes_freed": sum(i["bytes"] for i in items)})
+
+
+def _folder_bytes(folder: Any) -> int:
+    """Bytes of the regular files under ``folder`` (links not followed)."""
+    import os
+
+    total = 0
+    for top, _dirs, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(top, name)
+            if not os.path.islink(path):
+                total += os.path.getsize(path)
+    return total
 
 
 def register(app: typer.Typer) -> None:

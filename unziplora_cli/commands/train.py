@@ -206,8 +206,11 @@ def train(
             )
     except TrainingStopped as stopped:
         progress.close()
-        for entry in finished:  # entries completed earlier in an --each batch are kept
-            data(entry.id)
+        if opts.json and each:  # entries completed earlier in an --each batch are kept: still an array
+            emit_json([entry.to_dict() for entry in finished])
+        else:
+            for entry in finished:
+                data(entry.id)
         saved = (
             f"; {len(finished)} earlier entr{'y was' if len(finished) == 1 else 'ies were'} saved" if finished else ""
         )
@@ -223,7 +226,7 @@ def train(
         progress.close()
         raise
     progress.close()
-    _report(entries, world, rank_index, opts.json)
+    _report(entries, world, rank_index, opts.json, each=each and not resume)
 
 
 def _resume(run: Any, request: Any, base_ref: str, reg: Any, settings: Any, progress: Any) -> list[Any]:
@@ -253,8 +256,12 @@ def _faithful(config: Any, settings: Any, requests: list[Any]) -> tuple[Any, Any
     return replace(settings, precision=recipe.precision), config
 
 
-def _report(entries: list[Any], world: int, rank_index: int, as_json: bool) -> None:
-    """Ids (or records) on stdout, from the main process only when several processes ran."""
+def _report(entries: list[Any], world: int, rank_index: int, as_json: bool, *, each: bool) -> None:
+    """Ids (or records) on stdout, from the main process only when several processes ran.
+
+    The JSON shape follows the options, never the number of images: an array of entries with
+    ``--each``, one entry object without it.
+    """
     records = [e.to_dict() for e in entries]
     if world > 1:
         from accelerate.utils import gather_object
@@ -263,7 +270,7 @@ def _report(entries: list[Any], world: int, rank_index: int, as_json: bool) -> N
         if rank_index != 0:
             return
     if as_json:
-        emit_json(records[0] if len(records) == 1 else records)
+        emit_json(records if each else records[0])
     else:
         for record in records:
             data(record["id"])

@@ -143,12 +143,12 @@ def import_(
     quiet: QuietOpt = False,
 ) -> None:
     """Import LoRAs made elsewhere as a new entry (marked imported); print its id."""
-    from unziplora.errors import ConfigError
+    from unziplora.errors import UsageError
     from unziplora.transfer.importer import import_files, import_official
 
     opts = run_options(ctx, registry=registry, json=json, quiet=quiet)
     if len(paths) > 2:
-        raise ConfigError(f"import takes one official output or a content and a style file, not {len(paths)} paths")
+        raise UsageError(f"import takes one official output or a content and a style file, not {len(paths)} paths")
     from unziplora.registry import Registry
     from unziplora.settings import load_settings
 
