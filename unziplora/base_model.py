@@ -4,6 +4,8 @@ A base is given as one string:
 
 * ``tiny-sdxl`` — the builtin offline toy (see :mod:`unziplora.tiny_sdxl`), generated on first use
   and then loaded from its folder exactly like a real one;
+* ``sdxl-random`` — SDXL base 1.0's full-size architecture with random weights, for real-size checks
+  (see :mod:`unziplora.sdxl_random`; about 7 GB, built on first use, never a default);
 * a local diffusers folder (has ``model_index.json``);
 * a single-file SDXL checkpoint (``.safetensors``);
 * a Hugging Face repo id such as ``stabilityai/stable-diffusion-xl-base-1.0``, read from the local
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from unziplora.errors import BaseModelError
+from unziplora.sdxl_random import SDXL_RANDOM, SDXL_RANDOM_VERSION
 from unziplora.tiny_sdxl import TINY_SDXL, TINY_SDXL_VERSION
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -33,8 +36,8 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 class BaseSpec:
     """A parsed ``--base`` value."""
 
-    kind: str  # "tiny" | "folder" | "file" | "hub"
-    ref: str  # what we record in entries: "tiny-sdxl", an absolute path, or a repo id
+    kind: str  # "tiny" | "random" | "folder" | "file" | "hub"
+    ref: str  # what we record in entries: "tiny-sdxl", "sdxl-random", an absolute path, or a repo id
 
     @property
     def is_tiny(self) -> bool:
@@ -50,6 +53,8 @@ def parse_base(value: str) -> BaseSpec:
         )
     if text == TINY_SDXL:
         return BaseSpec("tiny", TINY_SDXL)
+    if text == SDXL_RANDOM:
+        return BaseSpec("random", SDXL_RANDOM)
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -93,6 +98,8 @@ def fingerprint(spec: BaseSpec) -> str:
     digest = hashlib.sha256()
     if spec.kind == "tiny":
         return f"tiny-sdxl-v{TINY_SDXL_VERSION}"
+    if spec.kind == "random":
+        return f"sdxl-random-v{SDXL_RANDOM_VERSION}"
     if spec.kind == "hub":
         snap = _hub_snapshot(spec.ref)
         digest.update(spec.ref.encode())
@@ -131,6 +138,8 @@ def availability(spec: BaseSpec) -> tuple[bool, str]:
     """Whether the base can be loaded without network, and a short explanation."""
     if spec.kind == "tiny":
         return True, "builtin, generated locally"
+    if spec.kind == "random":
+        return True, "builtin, full size with random weights, generated locally on first use (about 7 GB)"
     if spec.kind in {"folder", "file"}:
         return Path(spec.ref).exists(), spec.ref
     snap = _hub_snapshot(spec.ref)
@@ -159,6 +168,10 @@ def load_pipeline(spec: BaseSpec, *, dtype: Any = None, device: str | None = Non
             from unziplora.tiny_sdxl import tiny_sdxl_dir
 
             pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir(), **kwargs)
+        elif spec.kind == "random":
+            from unziplora.sdxl_random import sdxl_random_dir
+
+            pipe = StableDiffusionXLPipeline.from_pretrained(sdxl_random_dir(), **kwargs)
         elif spec.kind == "folder":
             pipe = StableDiffusionXLPipeline.from_pretrained(spec.ref, **kwargs)
         elif spec.kind == "file":
