@@ -15,6 +15,7 @@ from unziplora import __version__
 CONTENT_FILE = "content.safetensors"
 STYLE_FILE = "style.safetensors"
 MASKS_FILE = "masks.safetensors"
+PREVIEW_FILE = "preview.png"  # source | content | style | combined, rendered at the end of training
 EVAL_FILE = "eval.json"  # the last ``unzip eval`` result: every score, per-image scores, settings
 EVAL_SHEET = "eval.png"  # its evaluation sheet: one row per probe, scores under each image
 EVALUATION_KEY = "evaluation"  # entry.json key of the last evaluation's scores and settings (list, gallery)

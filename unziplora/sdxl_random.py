@@ -121,6 +121,14 @@ def sdxl_random_dir(cache_dir: Path | None = None, *, on_note: Callable[[str], N
         return target
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".sdxl-random-{uuid.uuid4().hex[:8]}.tmp"
+    from unziplora.activity import phase
+
+    with phase(f"building {SDXL_RANDOM} (first use only: minutes, about 7 GB in {root})"):
+        _build(staging, target, on_note)
+    return target
+
+
+def _build(staging: Path, target: Path, on_note: Callable[[str], None] | None) -> None:
     try:
         staging.mkdir()
         for name in _COMPONENTS:
@@ -135,4 +143,3 @@ def sdxl_random_dir(cache_dir: Path | None = None, *, on_note: Callable[[str], N
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from unziplora.entry_files import lora_metadata, prompt_fields
+from unziplora.entry_files import PREVIEW_FILE, lora_metadata, prompt_fields
 from unziplora.prompts import PromptSet
 from unziplora.registry.fsutil import chmod_to_umask
 
@@ -88,7 +88,7 @@ def write_entry_payload(
             chmod_to_umask(staging.dir / payload)  # safetensors writes 0600
         thumbnail(request.images[0].image).save(staging.dir / "source.png")
         if preview is not None:
-            preview.save(staging.dir / "preview.png")
+            preview.save(staging.dir / PREVIEW_FILE)
         step_previews = sorted((run_dir / "previews").glob("*.png")) if run_dir is not None else []
         if step_previews:
             (staging.dir / "previews").mkdir()

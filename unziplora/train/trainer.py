@@ -4,8 +4,10 @@
 (``unzip train --each`` and multi-process launches call it repeatedly). For each request it
 
 1. opens a run directory (``<registry>/runs/``) holding the prepared images and run settings;
-2. encodes the three prompts and the images' latent posterior once, then moves the text
-   encoders and the VAE off the accelerator for the loop;
+2. encodes the three prompts and the images' latent posterior once, then parks the text
+   encoders and the VAE on disk (:mod:`unziplora.offload`): during the loop they hold neither
+   device memory nor RAM (3.6 GB in fp32 at full size); the preview and the next ``--each``
+   entry load them back;
 3. injects the UnZipLoRA layers, builds AdamW's three parameter groups and the column-separation
    scheduler, and restores a checkpoint when resuming;
 4. runs :func:`unziplora.train.loop.train_loop`, checkpointing on request and on Ctrl-C, and
@@ -27,6 +29,8 @@ from typing import Any
 
 import torch
 
+from unziplora import offload
+from unziplora.activity import phase
 from unziplora.base_model import BaseSpec, fingerprint, load_pipeline, parse_base
 from unziplora.device import Placement, resolve_placement
 from unziplora.errors import TrainingError
@@ -99,8 +103,29 @@ class Trainer:
         self.spec: BaseSpec = parse_base(base)
         self.placement: Placement = resolve_placement(device, precision)
         # Frozen weights in the compute dtype; LoRA masters stay fp32 (ALGORITHM.md 6.3).
-        self.pipe = load_pipeline(self.spec, dtype=self.placement.dtype)
+        with phase(f"loading the base model {self.spec.ref}"):
+            self.pipe = load_pipeline(self.spec, dtype=self.placement.dtype)
         self.base_fingerprint = fingerprint(self.spec)
+        self._parking: Any = None  # a TemporaryDirectory in the user cache dir, made on first park
+
+    # -- frozen parts parked on disk while the loop runs -------------------------------------
+    FROZEN = ("text_encoder", "text_encoder_2", "vae")
+
+    def park(self, *names: str) -> None:
+        """Free the named frozen modules (weights to a file in the user cache dir; see unziplora.offload)."""
+        if self._parking is None:
+            from unziplora.settings import user_cache_dir
+
+            self._parking = offload.parking_dir(user_cache_dir())
+        for name in names:
+            offload.park(getattr(self.pipe, name), Path(self._parking.name) / f"{name}.safetensors")
+
+    def unpark(self, *names: str, device: str | None = None) -> None:
+        """Load the named frozen modules back (onto ``device``, default the training device)."""
+        for name in names:
+            module = getattr(self.pipe, name)
+            offload.restore(module)
+            module.to(device or self.placement.device)
 
     # -- the pieces -------------------------------------------------------------------------
     def _encode(self, request: TrainRequest) -> tuple[Any, Any]:
@@ -110,14 +135,15 @@ class Trainer:
 
         device, dtype, pipe = self.placement.device, self.placement.dtype, self.pipe
         p = request.prompts
-        pipe.text_encoder.to(device)
-        pipe.text_encoder_2.to(device)
-        emb = encode_prompts(pipe, [p.combined, p.content, p.style], device=device)
-        pipe.text_encoder.to("cpu")
-        pipe.text_encoder_2.to("cpu")
-        images = torch.stack([to_tensor(im.image) for im in request.images])
-        posterior = encode_latent_posterior(pipe.vae, images, device=device)
-        pipe.vae.to("cpu")
+        with phase("encoding the prompts"):
+            self.unpark("text_encoder", "text_encoder_2")
+            emb = encode_prompts(pipe, [p.combined, p.content, p.style], device=device)
+            self.park("text_encoder", "text_encoder_2")
+        with phase(f"caching the latents of {len(request.images)} image(s)"):
+            self.unpark("vae")
+            images = torch.stack([to_tensor(im.image) for im in request.images])
+            posterior = encode_latent_posterior(pipe.vae, images, device=device)
+            self.park("vae")
         res = request.config.resolution
         cond = Conditioning(
             combined=emb.embeds[0:1].to(device, dtype),
@@ -270,9 +296,10 @@ class Trainer:
                 hook("trained")
                 preview = self._final_preview(layers, request, skip=stop_seen, on_note=on_note)
                 hook("saving")
-                entry = write_entry_payload(
-                    self, registry, request, layers, columns, result, run.path, preview=preview, run_id=run.id
-                )
+                with phase("saving the entry"):
+                    entry = write_entry_payload(
+                        self, registry, request, layers, columns, result, run.path, preview=preview, run_id=run.id
+                    )
             except KeyboardInterrupt:  # the trained layers are in the final checkpoint: resumable
                 raise TrainingStopped(run, config.steps, config.steps) from None
         except TrainingStopped:
@@ -299,8 +326,9 @@ class Trainer:
             say("Ctrl-C during the last step: saving the entry without a preview.")
             return None
         try:
-            hook("preview")
-            return entry_preview(self, layers, request)
+            with phase(f"rendering the preview (3 samples of {request.config.preview_steps} steps)"):
+                hook("preview")
+                return entry_preview(self, layers, request)
         except KeyboardInterrupt:
             say("Ctrl-C during the preview: preview stopped; saving the entry without it.")
             return None

@@ -149,12 +149,13 @@ def show(
     json: JsonOpt = False,
 ) -> None:
     """Show everything an entry records: prompts, base, settings, training figures, files."""
+    from unziplora.entry_files import PREVIEW_FILE
     from unziplora.errors import DamagedEntryError
     from unziplora_cli._registry_view import show_page
 
     opts = run_options(ctx, registry=registry, json=json)
     entry = _registry(opts.registry).get(entry_id, allow_damaged=True)
-    preview_path = entry.path / "preview.png"
+    preview_path = entry.path / PREVIEW_FILE
     preview = str(preview_path) if preview_path.is_file() else None
     problems = entry.verify() if verify else None
     if opts.json:
