@@ -75,8 +75,9 @@ class Phase:
 class Runner:
     """Runs children, measures them, records finished phases in ``state.json``."""
 
-    def __init__(self, work: Path, device: str, redo: set[str]) -> None:
+    def __init__(self, work: Path, device: str, redo: set[str], log: Path = LOG) -> None:
         self.work = work
+        self.log = log
         self.device = device
         self.redo = redo
         self.registry = work / "registry"
@@ -90,6 +91,8 @@ class Runner:
         return None
 
     def _save(self, phase: Phase) -> None:
+        if self.state_path.is_file():  # read-modify-write: another call may have recorded phases meanwhile
+            self.state = {**json.loads(self.state_path.read_text()), **self.state}
         self.state[phase.name] = phase.__dict__
         self.state_path.write_text(json.dumps(self.state, indent=1))
 
@@ -104,27 +107,97 @@ class Runner:
         env = dict(os.environ, PYTHONPATH=str(ROOT), REALSIZE_PEAK=str(peak_file), UNZIPLORA_HOME=str(self.registry))
         command = [sys.executable, "-c", argv[0]] if python else [sys.executable, "-c", _CLI, *argv]
         say(f"[{name}] {what}")
-        with LOG.open("a", encoding="utf-8") as log:
+        with self.log.open("a", encoding="utf-8") as log:
             log.write(f"\n===== {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC [{name}] {what}\n")
             log.flush()
             start = time.perf_counter()
-            proc = subprocess.Popen(command, cwd=self.work, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
-            assert proc.stdout is not None
+            proc = subprocess.Popen(
+                command, cwd=self.work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            assert proc.stdout is not None and proc.stderr is not None
+            watch = _Watch(proc.pid, proc.stderr, log)
             out = proc.stdout.read()
             _, status, usage = os.wait4(proc.pid, 0)
+            watch.join()
             proc.returncode = os.waitstatus_to_exitcode(status)
             seconds = time.perf_counter() - start
             log.write(f"----- [{name}] exit {proc.returncode} after {seconds:.1f} s\n{out}")
         phase = Phase(name, what, seconds=seconds, rss_mib=usage.ru_maxrss / 1024, rc=proc.returncode, stdout=out)
+        phase.extra["parts"] = watch.parts
         if peak_file.is_file():
             phase.cuda_mib = int(peak_file.read_text()) / 2**20
             peak_file.unlink()
         say(f"[{name}] exit {phase.rc}, {seconds:.1f} s, peak RSS {phase.rss_mib / 1024:.2f} GiB")
         if phase.rc != 0:
             self._save(phase)
-            raise SystemExit(f"realsize: phase {name} failed (exit {phase.rc}); see {LOG}")
+            raise SystemExit(f"realsize: phase {name} failed (exit {phase.rc}); see {self.log}")
         self._save(phase)
         return phase
+
+
+class _Watch:
+    """Copies a child's stderr into the log and splits its run into the phases it reports there
+    (``label...`` / ``label: done in X s``, and runs of ``what: step i/n`` lines), with the peak
+    RSS seen during each (``/proc`` polled every 0.2 s; outer phases include their inner ones)."""
+
+    def __init__(self, pid: int, stream: Any, log: Any) -> None:
+        import threading
+
+        self.pid, self.stream, self.log = pid, stream, log
+        self.parts: dict[str, dict[str, float]] = {}
+        self._open: list[str] = []
+        self._steps: tuple[str, float] | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._threads = [threading.Thread(target=self._read), threading.Thread(target=self._poll)]
+        for thread in self._threads:
+            thread.start()
+
+    def _part(self, label: str) -> dict[str, float]:
+        return self.parts.setdefault(label, {"seconds": 0.0, "rss_mib": 0.0})
+
+    def _read(self) -> None:
+        import re
+
+        for line in self.stream:
+            self.log.write(line)
+            self.log.flush()
+            text = line.rstrip("\n")
+            with self._lock:
+                steps = re.match(r"^(.+): step \d+/\d+", text)
+                done = re.match(r"^(.+): done in (\d+\.\d) s$", text)
+                if steps and self._steps is None:
+                    self._steps = (f"{steps.group(1)}: steps", time.perf_counter())
+                    self._open.append(self._steps[0])
+                    self._part(self._steps[0])
+                elif (text.endswith("...") or done) and self._steps is not None:
+                    self._part(self._steps[0])["seconds"] = round(time.perf_counter() - self._steps[1], 1)
+                    self._open.remove(self._steps[0])
+                    self._steps = None
+                if text.endswith("..."):
+                    self._open.append(text[:-3])
+                    self._part(text[:-3])
+                elif done:
+                    self._part(done.group(1))["seconds"] = float(done.group(2))
+                    if done.group(1) in self._open:
+                        self._open.remove(done.group(1))
+        self._done.set()
+
+    def _poll(self) -> None:
+        while not self._done.wait(0.2):
+            try:
+                with open(f"/proc/{self.pid}/status", encoding="ascii") as handle:
+                    kib = next(int(x.split()[1]) for x in handle if x.startswith("VmRSS:"))
+            except (OSError, StopIteration, ValueError):
+                continue
+            with self._lock:
+                for label in self._open:
+                    part = self._part(label)
+                    part["rss_mib"] = max(part["rss_mib"], kib / 1024)
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
 
 
 def say(line: str) -> None:
@@ -172,6 +245,26 @@ def _check_snippet(base: str, registry: Path, entry_id: str, files: list[tuple[s
     """Python run in a child: diffusers' load_lora_weights of each export vs the entry's deltas."""
     args = json.dumps({"base": base, "registry": str(registry), "entry": entry_id, "files": files, "rank": EXPORT_RANK})
     return f"import json; from benchmarks.realsize import check_exports; check_exports(json.loads({args!r}))"
+
+
+def stock_compose(base: str, device: str, precision: str, size: int, steps: int) -> None:
+    """The reference for compose's memory and time: the stock diffusers SDXL pipeline, same base,
+    size, sampler steps and guidance, no LoRA (run in a child like every phase)."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    pipe = StableDiffusionXLPipeline.from_pretrained(_base_dir(base), torch_dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(
+        "a photo of a cat on a beach",
+        width=size,
+        height=size,
+        num_inference_steps=steps,
+        guidance_scale=5.0,
+        generator=torch.Generator("cpu").manual_seed(0),
+    ).images[0]
+    print(image.size)
 
 
 def check_exports(args: dict[str, Any]) -> None:
@@ -249,7 +342,7 @@ def run(args: argparse.Namespace) -> list[Phase]:
 
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    runner = Runner(work, args.device, set(args.redo))
+    runner = Runner(work, args.device, set(args.redo), Path(args.log))
     cat, photo = _images(work)
     only = set(args.only.split(",")) if args.only else None
     wanted = lambda name: only is None or name.split(":")[0] in only
@@ -339,9 +432,6 @@ def run(args: argparse.Namespace) -> list[Phase]:
             ],
         ),
     ]
-    for name, argv in steps:
-        if wanted(name):
-            phases.append(runner.child(name, argv, "unzip " + shlex.join(argv)))
     exports: list[tuple[str, str, str]] = []
     for fmt in FORMATS:
         for part in PARTS:
@@ -364,10 +454,23 @@ def run(args: argparse.Namespace) -> list[Phase]:
         phase = runner.child(
             "diffusers",
             [_check_snippet(args.base, runner.registry, entry_id, exports)],
-            f"diffusers load_lora_weights of the {len(exports)} exports: {PROJECTIONS} projections, deltas",
+            f"diffusers load_lora_weights of the {len(exports)} exports: every projection's delta",
             python=True,
         )
         phases.append(phase)
+    for name, argv in steps:
+        if wanted(name):
+            phases.append(runner.child(name, argv, "unzip " + shlex.join(argv)))
+        if name == "compose" and wanted("stock"):
+            call = f"{args.base!r}, {args.device!r}, {args.precision!r}, {args.size}, {args.sample_steps}"
+            phases.append(
+                runner.child(
+                    "stock",
+                    [f"from benchmarks.realsize import stock_compose; stock_compose({call})"],
+                    f"reference: stock diffusers StableDiffusionXLPipeline, {args.size} px, {args.sample_steps} steps",
+                    python=True,
+                )
+            )
     return phases
 
 
@@ -379,6 +482,12 @@ def table(phases: list[Phase], work: Path) -> str:
         cuda = f" {p.cuda_mib / 1024:.2f} |" if p.cuda_mib is not None else (" - |" if gpu else "")
         what = p.what.replace(f"{work}/", "").replace("|", "\\|")
         lines.append(f"| {p.name} | {p.seconds:.1f} | {p.rss_mib / 1024:.2f} |{cuda} `{what}` |")
+        for label, part in (p.extra.get("parts") or {}).items():
+            if part["seconds"] >= 1.0:
+                label = label.replace(f"{work}/", "").replace("|", "\\|")
+                lines.append(
+                    f"| ↳ | {part['seconds']:.1f} | {part['rss_mib'] / 1024:.2f} |{' |' if gpu else ''} {label} |"
+                )
     return "\n".join(lines)
 
 
@@ -397,6 +506,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=None, help="comma-separated phases: build,train,show,compose,...")
     parser.add_argument("--redo", action="append", default=[], help="run this finished phase again")
     parser.add_argument("--fresh", action="store_true", help="forget every finished phase (new registry)")
+    parser.add_argument("--log", default=str(LOG), help="where the children's stderr goes (appended)")
     parser.add_argument("--no-results", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     gpu = args.device.startswith("cuda")
