@@ -298,8 +298,8 @@ def check_exports(args: dict[str, Any]) -> None:
     for fmt, part, path in args["files"]:
         exact = lora_for(entry, part)
         reduced, _ = reduce_rank_state_dict({k: v.float() for k, v in exact.items()}, int(args["rank"]))
-        expected = {m: up.float() @ down.float() for m, (down, up) in split_pairs(reduced).items()}
-        full = {m: up.float() @ down.float() for m, (down, up) in split_pairs(exact).items()}
+        expected = split_pairs(reduced)  # factors only: dense deltas are made one module at a time
+        full = split_pairs(exact)
         pipe.load_lora_weights(path, adapter_name="check")
         worst = 0.0
         injected = 0
@@ -308,13 +308,18 @@ def check_exports(args: dict[str, Any]) -> None:
             if not isinstance(module, LoraLayer) or "check" not in module.lora_A:
                 continue
             injected += 1
-            a = module.lora_A["check"].weight.float()
-            b = module.lora_B["check"].weight.float()
-            delta = module.scaling["check"] * (b @ a)
-            want = expected[module_name]
-            worst = max(worst, float((delta - want).norm() / want.norm().clamp_min(1e-30)))
-            num += float((delta - full[module_name]).norm() ** 2)
-            den += float(full[module_name].norm() ** 2)
+            a = module.lora_A["check"].weight.detach().float()
+            b = module.lora_B["check"].weight.detach().float()
+            with torch.no_grad():
+                delta = module.scaling["check"] * (b @ a)
+                down, up = expected[module_name]
+                want = up.float() @ down.float()
+                worst = max(worst, float((delta - want).norm() / want.norm().clamp_min(1e-30)))
+                down, up = full[module_name]
+                exact_delta = up.float() @ down.float()
+                num += float((delta - exact_delta).norm() ** 2)
+                den += float(exact_delta.norm() ** 2)
+            del delta, want, exact_delta
         pipe.unload_lora_weights()
         ok = injected == len(expected) == (projections or injected) and worst < 1e-2
         failed |= not ok
