@@ -164,7 +164,7 @@ def test_base_weights_restored_bit_exactly_and_layers_unfolded(studio, entry_a, 
         for name, layer in layers.items():
             assert torch.equal(layer.base_layer.weight, before[name]), name
             assert layer.folded == () and layer.mode == "both"
-            assert "_unfolded_weight" not in layer._buffers
+            assert "_fold_fix_index" not in layer._buffers
 
 
 def test_cross_kv_cache_changes_nothing_but_speed(studio, entry_a, entry_b, monkeypatch: pytest.MonkeyPatch):

@@ -18,13 +18,13 @@ def entry(isolated_env: Path):
 
 
 def test_an_interrupted_compose_keeps_the_images_already_drawn(cli, entry, tmp_path: Path, monkeypatch) -> None:
-    from unziplora_cli.commands import generate
+    from unziplora_cli.progress import SamplingProgress
 
     def progress(self, done: int, total: int) -> None:
         if done == 5:  # step 1 of image 3 of 3 (2 steps each)
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(generate._Progress, "__call__", progress)
+    monkeypatch.setattr(SamplingProgress, "__call__", progress)
     out = tmp_path / "out"
     result = cli("compose", "--content", entry.id, "-n", "3", "-o", str(out), *FAST)
     assert result.exit_code == 130

@@ -148,7 +148,7 @@ def test_fold_then_run_equals_unfolded_and_unfold_restores(mode, separate):
         layer.mode = "content" if mode != "content" else "style"
     layer.unfold()
     assert torch.equal(layer.base_layer.weight, before)
-    assert "_unfolded_weight" not in dict(layer.named_buffers())
+    assert not {"_fold_fix_index", "_fold_fix_value"} & set(dict(layer.named_buffers()))
 
 
 def test_fold_half_precision_base_restores_bit_exactly():
@@ -159,6 +159,33 @@ def test_fold_half_precision_base_restores_bit_exactly():
     assert not torch.equal(layer.base_layer.weight, before)
     layer.unfold()
     assert torch.equal(layer.base_layer.weight, before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_fold_keeps_no_copy_of_the_weight(dtype):
+    """Issue 13: folding keeps only the few entries that (w + d) - d does not give back, not a copy of w."""
+    torch.manual_seed(3)
+    layer = UnZipLoRALinear(nn.Linear(256, 512), 8)
+    with torch.no_grad():
+        for b in BRANCHES:
+            layer.lora_B[b].normal_(0, 0.004)  # deltas about 5% of the weights
+    layer.base_layer.to(dtype)
+    before = layer.base_layer.weight.detach().clone()
+    layer.fold()
+    kept = sum(t.numel() * t.element_size() for n, t in layer._buffers.items() if n.startswith("_fold_fix"))
+    assert not torch.equal(layer.base_layer.weight, before)
+    assert kept < 0.2 * before.numel() * before.element_size()
+    layer.unfold()
+    assert torch.equal(layer.base_layer.weight, before)
+
+
+def test_changing_a_folded_branch_is_refused_at_unfold():
+    layer = make_layer()
+    layer.fold()
+    with torch.no_grad():
+        layer.lora_A["content"].mul_(2)  # the delta to subtract is no longer the one added
+    with pytest.raises(RuntimeError, match="changed while folded"):
+        layer.unfold()
 
 
 def test_trainable_tensors_stay_fp32_under_autocast():

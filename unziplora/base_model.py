@@ -4,6 +4,8 @@ A base is given as one string:
 
 * ``tiny-sdxl`` — the builtin offline toy (see :mod:`unziplora.tiny_sdxl`), generated on first use
   and then loaded from its folder exactly like a real one;
+* ``sdxl-random`` — SDXL base 1.0's full-size architecture with random weights, for real-size checks
+  (see :mod:`unziplora.sdxl_random`; about 7 GB, built on first use, never a default);
 * a local diffusers folder (has ``model_index.json``);
 * a single-file SDXL checkpoint (``.safetensors``);
 * a Hugging Face repo id such as ``stabilityai/stable-diffusion-xl-base-1.0``, read from the local
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from unziplora.errors import BaseModelError
+from unziplora.sdxl_random import SDXL_RANDOM, SDXL_RANDOM_VERSION
 from unziplora.settings import DEFAULT_BASE_MODEL
 from unziplora.tiny_sdxl import TINY_SDXL, TINY_SDXL_VERSION
 
@@ -34,8 +37,8 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 class BaseSpec:
     """A parsed ``--base`` value."""
 
-    kind: str  # "tiny" | "folder" | "file" | "hub"
-    ref: str  # what we record in entries: "tiny-sdxl", an absolute path, or a repo id
+    kind: str  # "tiny" | "random" | "folder" | "file" | "hub"
+    ref: str  # what we record in entries: "tiny-sdxl", "sdxl-random", an absolute path, or a repo id
 
     @property
     def is_tiny(self) -> bool:
@@ -51,6 +54,8 @@ def parse_base(value: str) -> BaseSpec:
         )
     if text == TINY_SDXL:
         return BaseSpec("tiny", TINY_SDXL)
+    if text == SDXL_RANDOM:
+        return BaseSpec("random", SDXL_RANDOM)
     path = Path(text).expanduser()
     if path.is_dir():
         from unziplora.hf_cache import check_model_index
@@ -98,6 +103,8 @@ def fingerprint(spec: BaseSpec) -> str:
 
         found = weights.folder_fingerprint(tiny_sdxl_dir())
         return found or f"tiny-sdxl-v{TINY_SDXL_VERSION}"
+    if spec.kind == "random":
+        return f"sdxl-random-v{SDXL_RANDOM_VERSION}"
     digest = hashlib.sha256()
     if spec.kind == "hub":
         snap = _hub_snapshot(spec.ref)
@@ -243,6 +250,8 @@ def availability(spec: BaseSpec) -> tuple[bool, str]:
     """Whether the base can be loaded without network, and a short explanation."""
     if spec.kind == "tiny":
         return True, "builtin, generated locally"
+    if spec.kind == "random":
+        return True, "builtin, full size with random weights, generated locally on first use (about 7 GB)"
     try:
         if spec.kind == "file":
             from unziplora.single_file import check_sdxl_file
@@ -307,6 +316,10 @@ def _from_source(cls: Any, spec: BaseSpec, kwargs: dict[str, Any]) -> Any:
         from unziplora.tiny_sdxl import tiny_sdxl_dir
 
         return cls.from_pretrained(tiny_sdxl_dir(), **kwargs)
+    if spec.kind == "random":
+        from unziplora.sdxl_random import sdxl_random_dir
+
+        return cls.from_pretrained(sdxl_random_dir(), **kwargs)
     if spec.kind == "folder":
         from unziplora.hf_cache import sdxl_layout
 

@@ -167,9 +167,12 @@ def tiny_sdxl_dir(cache_dir: Path | None = None) -> Path:
         return target
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".tiny-sdxl-{uuid.uuid4().hex[:8]}.tmp"
+    from unziplora.activity import phase
+
     try:
-        pipe = build_tiny_sdxl_pipeline()
-        pipe.save_pretrained(staging, safe_serialization=True)
+        with phase(f"building {TINY_SDXL} (first use only)"):
+            pipe = build_tiny_sdxl_pipeline()
+            pipe.save_pretrained(staging, safe_serialization=True)
         try:
             os.rename(staging, target)
         except OSError:

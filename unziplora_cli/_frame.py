@@ -85,6 +85,7 @@ class UnzipGroup(TyperGroup):
             _say(f"error: {message_for(exc)}")
         else:
             code = result if isinstance(result, int) else 0
+        _listen_to_phases(quiet=True)  # CliRunner calls main many times in one process
         if standalone_mode:
             sys.exit(code)
         return code
@@ -134,7 +135,22 @@ class Run:
 def run_options(ctx: typer.Context, *, registry: Path | None = None, json: bool = False, quiet: bool = False) -> Run:
     """Merge per-command ``--registry/--json/-q`` with the global ones (the command's win)."""
     g = global_options(ctx)
-    return Run(registry=registry or g.registry, json=json or g.json, quiet=quiet or g.quiet, debug=g.debug)
+    run = Run(registry=registry or g.registry, json=json or g.json, quiet=quiet or g.quiet, debug=g.debug)
+    _listen_to_phases(run.quiet)
+    return run
+
+
+def _listen_to_phases(quiet: bool) -> None:
+    """Signs of life for this command's long phases (unziplora.activity); none with -q."""
+    from unziplora import activity
+
+    previous = activity.set_listener(None)
+    if previous is not None and hasattr(previous, "close"):
+        previous.close()
+    if not quiet:
+        from unziplora_cli.progress import PhaseReporter
+
+        activity.set_listener(PhaseReporter())
 
 
 # Shared option declarations, so a flag's name and help cannot drift between commands.

@@ -68,7 +68,10 @@ class Studio:
         """Load ``base`` (a ``--base`` string or a parsed spec) onto ``device`` in ``precision``."""
         spec = base if isinstance(base, BaseSpec) else parse_base(base)
         placement = resolve_placement(device, precision, purpose="generate")
-        pipe = load_pipeline(spec, dtype=placement.dtype, device=placement.device)
+        from unziplora.activity import phase
+
+        with phase(f"loading the base model {spec.ref}"):
+            pipe = load_pipeline(spec, dtype=placement.dtype, device=placement.device)
         return cls(pipe, spec, placement, fingerprint(spec), registry)
 
     @property
@@ -88,8 +91,12 @@ class Studio:
 
         key = (_identity(content, "content"), _identity(style, "style"))
         if key != self._loaded:
+            from unziplora.activity import phase
+
             self._loaded = None
-            assemble(self.pipe.unet, content, style, base_ref=self.spec.ref)
+            ids = " and ".join(dict.fromkeys(e.id for e in (content, style) if e is not None))
+            with phase(f"loading the LoRAs of {ids}"):
+                assemble(self.pipe.unet, content, style, base_ref=self.spec.ref)
             self._loaded = key
 
     def compose(

@@ -32,11 +32,12 @@ def sample_with_layers(
     height: int,
     sampler: str | None = None,
     prompt_separation: bool = True,
+    cond: Any = None,
 ) -> Image.Image:
     """One image from the UnZipLoRA layers already in ``pipe.unet``.
 
     Args:
-        pipe: a ``StableDiffusionXLPipeline`` with text encoders and VAE present.
+        pipe: a ``StableDiffusionXLPipeline`` with its VAE present (and its text encoders unless ``cond`` is given).
         prompts: the run's three prompts; mode ``content`` reads ``prompts.content``, ``style``
             reads ``prompts.style``, ``both`` reads all three (``prompts.combined`` only, when
             ``prompt_separation`` is False).
@@ -44,6 +45,8 @@ def sample_with_layers(
             LoRAs do; active masks apply).
         sampler: a name from :data:`unziplora.generate.options.SAMPLERS`; None is the official
             default of the mode (DDPM for both, Euler otherwise).
+        cond: the plan's conditioning from :func:`unziplora.generate.sampling.encode_plan`, when
+            the caller encoded it already (then the text encoders are not used).
     """
     from unziplora.generate.sampling import plan_prompts, sample_images
 
@@ -57,6 +60,7 @@ def sample_with_layers(
         width=width,
         height=height,
         sampler=sampler or default_sampler(mode),
+        cond=cond,
     )[0]
 
 

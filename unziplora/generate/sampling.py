@@ -15,13 +15,15 @@ serves many calls (and a training run can sample previews mid-run).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from PIL import Image
 
+from unziplora import activity
+from unziplora.activity import phase
 from unziplora.generate.sampler import make_scheduler
 from unziplora.method.inject import unziplora_layers
 from unziplora.prompts import PromptSet
@@ -77,17 +79,19 @@ def prepared_layers(unet: torch.nn.Module, mode: str, *, fold_separate: bool) ->
     if was_training:  # walking every module costs milliseconds; skip it when already in eval mode
         unet.eval()  # no dropout, no gradient checkpointing while sampling
     try:
-        for layer in layers:
-            layer.unfold()
-            layer.mode = mode
-        folded = sum(bool(layer.fold(include_separate=fold_separate)) for layer in layers)
+        with phase("folding the LoRAs into the base weights") if layers else nullcontext():
+            for layer in layers:
+                layer.unfold()
+                layer.mode = mode
+            folded = sum(bool(layer.fold(include_separate=fold_separate)) for layer in layers)
         yield folded
     finally:
-        for layer, old_mode, was_folded in saved:
-            layer.unfold()
-            layer.mode = old_mode
-            if was_folded:  # a folded layer with separate inputs had been folded with include_separate
-                layer.fold(include_separate=True)
+        with phase("restoring the base weights") if layers else nullcontext():
+            for layer, old_mode, was_folded in saved:
+                layer.unfold()
+                layer.mode = old_mode
+                if was_folded:  # a folded layer with separate inputs had been folded with include_separate
+                    layer.fold(include_separate=True)
         if was_training:
             unet.train()
 
@@ -216,12 +220,14 @@ def sample_images(
     strength: float | None = None,
     on_step: StepCallback | None = None,
     on_image: Callable[[int, Image.Image], None] | None = None,
+    cond: Conditioning | None = None,
 ) -> list[Image.Image]:
     """Sample one image per seed with the UNet's UnZipLoRA layers in ``plan.mode``.
 
     Works on any SDXL pipeline, with or without UnZipLoRA layers (without, it is plain SDXL).
     Each image gets its own CPU generator seeded with its seed, so image ``i`` does not depend on
     how many images the call makes, and results do not depend on the device's RNG.
+    ``cond``: the plan already encoded (:func:`encode_plan`, same ``negative`` and ``guidance``).
     """
     runner = _img2img(pipe) if init_image is not None else pipe
     per_image = denoising_steps(steps, strength if init_image is not None else None)
@@ -229,17 +235,22 @@ def sample_images(
     original_scheduler = pipe.scheduler
     images: list[Image.Image] = []
     with prepared_layers(pipe.unet, plan.mode, fold_separate=not plan.separated), cached_cross_kv(pipe.unet):
-        cond = encode_plan(pipe, plan, negative=negative, guidance=guidance)
+        if cond is None:
+            with phase("encoding the prompts"):
+                cond = encode_plan(pipe, plan, negative=negative, guidance=guidance)
         try:
             for index, seed in enumerate(seeds):
                 runner.scheduler = make_scheduler(original_scheduler.config, sampler)
                 done = index * per_image
+                decoding: list[float] = []
 
                 def step_end(
-                    _pipe: Any, step: int, _t: Any, tensors: dict[str, Any], done: int = done
+                    _pipe: Any, step: int, _t: Any, tensors: dict[str, Any], done: int = done, decoding: Any = decoding
                 ) -> dict[str, Any]:
                     if on_step is not None:
                         on_step(min(done + step + 1, total), total)
+                    if step + 1 >= per_image and not decoding:  # the pipeline decodes right after the last step
+                        decoding.append(activity.begin("decoding the image"))
                     return tensors
 
                 call: dict[str, Any] = dict(
@@ -255,6 +266,8 @@ def sample_images(
                 else:
                     call.update(width=width, height=height)
                 images.append(runner(**call).images[0])
+                if decoding:
+                    activity.end("decoding the image", decoding[0])
                 if on_image is not None:  # e.g. written at once, so an interruption keeps what was drawn
                     on_image(index, images[-1])
         finally:

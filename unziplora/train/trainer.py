@@ -4,8 +4,10 @@
 (``unzip train --each`` and multi-process launches call it repeatedly). For each request it
 
 1. opens a run directory (``<registry>/runs/``) holding the prepared images and run settings;
-2. encodes the three prompts and the images' latent posterior once, then moves the text
-   encoders and the VAE off the accelerator for the loop;
+2. encodes the three prompts and the images' latent posterior once, then parks the text
+   encoders and the VAE on disk (:mod:`unziplora.offload`): during the loop they hold neither
+   device memory nor RAM (3.6 GB in fp32 at full size); the preview and the next ``--each``
+   entry load them back;
 3. injects the UnZipLoRA layers, builds AdamW's three parameter groups and the column-separation
    scheduler, and restores a checkpoint when resuming;
 4. runs :func:`unziplora.train.loop.train_loop`, checkpointing on request and on Ctrl-C, and
@@ -26,9 +28,11 @@ from typing import Any
 
 import torch
 
+from unziplora.activity import phase
 from unziplora.base_model import BaseSpec, fingerprint, load_pipeline, parse_base
 from unziplora.device import Placement, resolve_placement
 from unziplora.errors import TrainingError
+from unziplora.offload import FrozenParts
 from unziplora.prompts import PromptSet
 from unziplora.train.config import TrainConfig
 from unziplora.train.loop import StepReport, TrainingStopped, train_loop
@@ -92,9 +96,12 @@ class Trainer:
         self.spec: BaseSpec = parse_base(base)
         self.placement: Placement = resolve_placement(device, precision)
         # Frozen weights in the compute dtype; LoRA masters stay fp32 (ALGORITHM.md 6.3).
-        self.pipe = load_pipeline(self.spec, dtype=self.placement.dtype)
+        with phase(f"loading the base model {self.spec.ref}"):
+            self.pipe = load_pipeline(self.spec, dtype=self.placement.dtype)
         self.base_fingerprint = fingerprint(self.spec)
         self.base_record = {"ref": self.spec.ref, "kind": self.spec.kind, "fingerprint": self.base_fingerprint}
+        self.frozen = FrozenParts(self.pipe, self.placement.device)  # parked on disk while the loop runs
+        self.frozen = FrozenParts(self.pipe, self.placement.device)  # parked on disk while the loop runs
 
     # -- the pieces -------------------------------------------------------------------------
     def _encode(self, request: TrainRequest) -> tuple[Any, Any]:
@@ -104,14 +111,15 @@ class Trainer:
 
         device, dtype, pipe = self.placement.device, self.placement.dtype, self.pipe
         p = request.prompts
-        pipe.text_encoder.to(device)
-        pipe.text_encoder_2.to(device)
-        emb = encode_prompts(pipe, [p.combined, p.content, p.style], device=device)
-        pipe.text_encoder.to("cpu")
-        pipe.text_encoder_2.to("cpu")
-        images = torch.stack([to_tensor(im.image) for im in request.images])
-        posterior = encode_latent_posterior(pipe.vae, images, device=device)
-        pipe.vae.to("cpu")
+        with phase("encoding the prompts"):
+            self.frozen.unpark("text_encoder", "text_encoder_2")
+            emb = encode_prompts(pipe, [p.combined, p.content, p.style], device=device)
+            self.frozen.park("text_encoder", "text_encoder_2")
+        with phase(f"caching the latents of {len(request.images)} image(s)"):
+            self.frozen.unpark("vae")
+            images = torch.stack([to_tensor(im.image) for im in request.images])
+            posterior = encode_latent_posterior(pipe.vae, images, device=device)
+            self.frozen.park("vae")
         res = request.config.resolution
         cond = Conditioning(
             combined=emb.embeds[0:1].to(device, dtype),
@@ -184,7 +192,7 @@ class Trainer:
                 if config.preview_every and report.step % config.preview_every == 0 and report.step < report.total:
                     from unziplora.train.previews import write_step_previews
 
-                    path = write_step_previews(self.pipe, device, run.path, layers, request, report.step)
+                    path = write_step_previews(self.pipe, self.frozen, run.path, layers, request, report.step)
                     if on_preview is not None:
                         on_preview(report.step, path)
 
@@ -225,18 +233,19 @@ class Trainer:
                 hook("trained")
                 preview = self._final_preview(layers, request, skip=stop_seen, on_note=on_note)
                 hook("saving")
-                entry = write_entry_payload(
-                    registry,
-                    request,
-                    layers,
-                    columns,
-                    result,
-                    run.path,
-                    base=self.base_record,
-                    placement=self.placement,
-                    preview=preview,
-                    run_id=run.id,
-                )
+                with phase("saving the entry"):
+                    entry = write_entry_payload(
+                        registry,
+                        request,
+                        layers,
+                        columns,
+                        result,
+                        run.path,
+                        base=self.base_record,
+                        placement=self.placement,
+                        preview=preview,
+                        run_id=run.id,
+                    )
             except KeyboardInterrupt:  # the trained layers are in the final checkpoint: resumable
                 raise TrainingStopped(config.steps, config.steps, run) from None
         except TrainingStopped:
@@ -263,8 +272,9 @@ class Trainer:
             say("Ctrl-C during the last step: saving the entry without a preview.")
             return None
         try:
-            hook("preview")
-            return entry_preview(self.pipe, self.placement.device, layers, request)
+            with phase(f"rendering the preview (3 samples of {request.config.preview_steps} steps)"):
+                hook("preview")
+                return entry_preview(self.pipe, self.frozen, layers, request)
         except KeyboardInterrupt:
             say("Ctrl-C during the preview: preview stopped; saving the entry without it.")
             return None

@@ -218,10 +218,13 @@ def export_entry(
     path = output_path(out, fmt, stem, cwd)
     if path.exists() and not force:
         raise ExportError(f"{path} already exists; pass --force to overwrite it")
+    from unziplora.activity import phase
+
     sd = lora_for(entry, part, style_entry)
     rank_error = None
-    if rank is not None:
-        sd, rank_error = combine.reduce_rank_state_dict(sd, rank)
+    if rank is not None:  # the one slow part (seconds at full size); reading and writing take well under one
+        with phase(f"reducing to rank {rank} (SVD of {len(sd) // 2} modules)"):
+            sd, rank_error = combine.reduce_rank_state_dict(sd, rank)
     title = (path.parent.name or stem) if path.name == DIFFUSERS_WEIGHT_NAME else path.stem
     info = _info(entry, style_entry, part, title=title)
     if fmt == "kohya":

@@ -84,6 +84,10 @@ def unet_layout(spec: BaseSpec) -> dict[str, Any]:
         from unziplora.tiny_sdxl import UNET_CONFIG
 
         return dict(UNET_CONFIG)
+    if spec.kind == "random":
+        from unziplora.sdxl_random import shipped_config
+
+        return shipped_config("unet")
     config = None
     if spec.kind == "folder":
         config = _folder_config(Path(spec.ref))

@@ -50,39 +50,6 @@ PromptOpt = Annotated[
 ]
 
 
-class _Progress:
-    """A rich bar on stderr fed by the library's ``on_step(done, total)``; silent with -q."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        if self._bar is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            from unziplora_cli._output import stderr_console
-
-            self._bar = Progress(
-                TextColumn("sampling"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=stderr_console(),
-            )
-            self._bar.start()
-            self._task = self._bar.add_task("sampling", total=total)
-        self._bar.update(self._task, completed=done, total=total)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
 def _options(**fields: Any) -> Any:
     from unziplora.generate.options import GenerationOptions
 
@@ -124,7 +91,9 @@ def _run(
     written: list[Path] = []
     try:
         studio = open_studio(request.base, device=settings.device, precision=settings.precision)
-        progress = _Progress(run.quiet)
+        from unziplora_cli.progress import SamplingProgress
+
+        progress = SamplingProgress(run.quiet)
         try:
             results = call(studio, request, progress, lambda result: written.append(save_image(result, out_dir)))
         finally:
