@@ -126,6 +126,8 @@ def test_a_unet_forward_prepares_every_layer_and_the_prompt_kv_part() -> None:
     assert all(layer._prepared is not None for layer in layers.values())
     kv = {name for name, layer in layers.items() if layer._prepared[3] is not None}
     assert kv == {name for name, layer in layers.items() if layer.separate_inputs} and kv
+    trios = {name for name, layer in layers.items() if layer._prepared_qkv is not None}
+    assert trios == {name for name in layers if name.endswith("attn1.to_q")} and trios
 
 
 def test_prepared_weights_are_dropped_when_a_merge_changes_in_place() -> None:

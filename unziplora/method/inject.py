@@ -93,6 +93,11 @@ def inject_unziplora(
             param.requires_grad_(False)  # frozen until the first SELECT (ALGORITHM 4.2)
         setattr(parent, child, layer)
         layers[name] = layer
+    for attn_name, _ in _attention_modules(unet):
+        if ".attn1" in f".{attn_name}" or attn_name.startswith("attn1"):
+            trio = tuple(layers.get(f"{attn_name}.{proj}") for proj in ("to_q", "to_k", "to_v"))
+            if all(trio):
+                trio[0].qkv_peers = trio  # type: ignore[union-attr, assignment]
     setattr(unet, _SAVED_PROCESSORS, dict(unet.attn_processors))
     unet.set_attn_processor(UnZipLoRAAttnProcessor())
     setattr(

@@ -94,6 +94,10 @@ class UnZipLoRALinear(nn.Module):
         self._mode = "both"
         self._folded: tuple[str, ...] = ()
         self.step_weights = True
+        # On a self-attention's to_q: its (to_q, to_k, to_v) layers, which read the same input;
+        # step_weights.prepare then stacks their down matrices as one [6r, in] `_prepared_qkv`.
+        self.qkv_peers: tuple[UnZipLoRALinear, UnZipLoRALinear, UnZipLoRALinear] | None = None
+        self._prepared_qkv: torch.Tensor | None = None
         # (down [2r, in], gated up [out, 2r], weights_key() when built, prompt K/V part or None),
         # set by step_weights.prepare; the K/V part is (content input, style input, LoRA output).
         self._prepared: tuple[Any, ...] | None = None
@@ -275,6 +279,29 @@ class UnZipLoRALinear(nn.Module):
                 up = torch.cat([self.lora_B[b] * self.gate(b)[:, None] for b in members], dim=1)
             y = y + F.linear(F.linear(inp, down), up).to(y.dtype)
         return y
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Self-attention q, k and v of ``x`` with one down product for the three layers, or None
+        when the prepared weights of any of them are missing or out of date (call each layer then)."""
+        down = self._prepared_qkv
+        peers = self.qkv_peers
+        if down is None or peers is None or not torch.is_grad_enabled():
+            return None
+        ups = []
+        for layer in peers:
+            prepared = layer._prepared
+            if prepared is None or prepared[2] != layer.weights_key():
+                return None
+            ups.append(prepared[1])
+        if not (torch.is_autocast_enabled(x.device.type) or x.dtype == down.dtype):
+            return None
+        rank2 = down.shape[0] // 3
+        parts = F.linear(x, down).reshape(-1, down.shape[0]).split(rank2, dim=1)
+        outputs = []
+        for layer, h, up in zip(peers, parts, ups):
+            y = layer.base_layer(x)
+            outputs.append(torch.addmm(y.reshape(-1, layer.out_features), h, up.t()).view(y.shape))
+        return outputs[0], outputs[1], outputs[2]
 
     def _forward_prepared(
         self,

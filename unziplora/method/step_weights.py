@@ -118,9 +118,42 @@ def prepare(
             and (autocast or (content.dtype == style.dtype == down.dtype))
         ):
             deltas = tuple((content, style, d) for d in _prompt_deltas(stacks, up, content, style))
-        for layer, d, u, kv in zip(members, down.unbind(0), up.unbind(0), deltas):
+        downs = _split_downs(members, down)
+        for layer, d, u, kv in zip(members, downs, up.unbind(0), deltas):
             layer._prepared = (d, u, layer.weights_key(), kv)
     return sum(len(m) for m in groups.values())
+
+
+def _split_downs(members: list[UnZipLoRALinear], down: torch.Tensor) -> list[torch.Tensor]:
+    """Each layer's ``[2r, in]`` slice of ``down``; self-attention q/k/v trios also get theirs as one
+    ``[6r, in]`` tensor (``_prepared_qkv`` of the q layer), since the three read the same input.
+
+    One ``split`` makes every slice, so the backward is a single ``cat``.
+    """
+    index = {id(m): i for i, m in enumerate(members)}
+    sizes: list[int] = []
+    leads: list[UnZipLoRALinear | None] = []
+    i = 0
+    while i < len(members):
+        layer = members[i]
+        layer._prepared_qkv = None
+        peers = layer.qkv_peers
+        if peers is not None and all(index.get(id(p)) == i + j for j, p in enumerate(peers)):
+            sizes.append(3)
+            leads.append(layer)
+            i += 3
+        else:
+            sizes.append(1)
+            leads.append(None)
+            i += 1
+    result: list[torch.Tensor] = []
+    for chunk, lead in zip(down.split(sizes), leads):
+        if lead is None:
+            result.append(chunk.view(chunk.shape[1:]))
+        else:
+            lead._prepared_qkv = chunk.view(-1, chunk.shape[-1])
+            result.extend(chunk.unbind(0))
+    return result
 
 
 def prepare_hook(layers: list[UnZipLoRALinear]) -> Any:
