@@ -1,6 +1,6 @@
 """Run every benchmark of the project and print one table (``python -m benchmarks``).
 
-    python -m benchmarks [--size tiny|medium|sdxl] [--quick] [--json] [--only cli,lora,train,generate,counted]
+    python -m benchmarks [--size tiny|medium|wide|sdxl] [--quick] [--json] [--only cli,lora,train,generate,counted]
 
 Every row times our code and a reference side in the same run, alternating, repeated, and
 reports medians; ``ours/ref`` is always our figure divided by the reference's (below 1: ours is
