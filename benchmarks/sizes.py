@@ -7,6 +7,10 @@
   little above SDXL's (rank 64 on 640/1280 wide projections), so the LoRA overhead measured here
   is, if anything, pessimistic. The VAE keeps SDXL's encoder layout at 1/2..1/8 widths so that
   one encode costs about a third of the UNet floor, as SDXL's does at 1024 px (4.9 of 14.2 TFLOPs);
+* ``wide``   — the real SDXL base UNet config (widths 320/640/1280, heads of 64, cross-attention
+  2048, so every wrapped projection has SDXL's exact shape) with two transformer blocks instead
+  of ten at the 1280-wide level, at 256 px (32x32 latents), rank 64, SDXL's VAE config: the
+  full-width training step on a CPU in minutes and ~4 GB instead of ~10 GB of weights;
 * ``sdxl``   — the real SDXL base UNet and VAE configs at 1024 px (128x128 latents), rank 64,
   full-size text encoders: for a GPU only.
 
@@ -19,7 +23,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-SIZES = ("tiny", "medium", "sdxl")
+SIZES = ("tiny", "medium", "wide", "sdxl")
 
 _SDXL_LAYOUT: dict[str, Any] = {
     "in_channels": 4,
@@ -43,6 +47,8 @@ SDXL_UNET: dict[str, Any] = {
     "addition_time_embed_dim": 256,
     "projection_class_embeddings_input_dim": 2816,
 }
+
+WIDE_UNET: dict[str, Any] = {**SDXL_UNET, "sample_size": 32, "transformer_layers_per_block": (1, 2, 2)}
 
 MEDIUM_UNET: dict[str, Any] = {
     **_SDXL_LAYOUT,
@@ -72,6 +78,8 @@ SDXL_VAE: dict[str, Any] = {
     "norm_num_groups": 32,
     "sample_size": 1024,
 }
+
+WIDE_VAE: dict[str, Any] = {**SDXL_VAE, "sample_size": 256}
 
 MEDIUM_VAE: dict[str, Any] = {
     **_VAE_LAYOUT,
@@ -119,6 +127,8 @@ def size_spec(name: str) -> SizeSpec:
         return SizeSpec("tiny", dict(UNET_CONFIG), dict(VAE_CONFIG), rank=4, text_layers=(3, 3), gen_steps=4)
     if name == "medium":
         return SizeSpec("medium", dict(MEDIUM_UNET), dict(MEDIUM_VAE), rank=16, text_layers=(1, 1), gen_steps=10)
+    if name == "wide":
+        return SizeSpec("wide", dict(WIDE_UNET), dict(WIDE_VAE), rank=64, text_layers=(1, 1), gen_steps=10)
     if name == "sdxl":
         return SizeSpec("sdxl", dict(SDXL_UNET), dict(SDXL_VAE), rank=64, text_layers=(12, 32), gen_steps=30)
     raise ValueError(f"size must be one of {', '.join(SIZES)}; got {name!r}")

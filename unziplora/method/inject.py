@@ -17,9 +17,11 @@ from torch import nn
 
 from unziplora.method.layer import BRANCHES, MODES, UnZipLoRALinear
 from unziplora.method.processor import UnZipLoRAAttnProcessor
+from unziplora.method.step_weights import prepare_hook
 from unziplora.unet_layout import PROJECTIONS
 
 _SAVED_PROCESSORS = "_unziplora_saved_processors"
+_PREPARE_HANDLE = "_unziplora_prepare_handle"
 
 Layers = Mapping[str, UnZipLoRALinear]
 
@@ -43,6 +45,7 @@ def inject_unziplora(
     freeze_base: bool = True,
     dtype: torch.dtype = torch.float32,
     generator: torch.Generator | None = None,
+    step_weights: bool = True,
 ) -> dict[str, UnZipLoRALinear]:
     """Wrap every attention projection of ``unet`` and install the prompt-separation processor.
 
@@ -54,6 +57,8 @@ def inject_unziplora(
         freeze_base: set ``requires_grad=False`` on every UNet parameter first (as PEFT does).
         dtype: dtype of the LoRA and merge tensors (fp32 masters by default).
         generator: CPU generator for the init; layers are initialised in the UNet's module order.
+        step_weights: build every layer's gated weights once per UNet forward, batched by shape
+            (:mod:`unziplora.method.step_weights`); False keeps the plain per-layer path.
 
     Cast the UNet to its training/inference dtype *before* injecting: a later ``unet.to(fp16)``
     would also cast the fp32 LoRA masters (as in the official script, ALGORITHM 1.1).
@@ -83,19 +88,33 @@ def inject_unziplora(
             dtype=dtype,
             generator=generator,
         )
+        layer.step_weights = step_weights
         for param in layer.merge.values():
             param.requires_grad_(False)  # frozen until the first SELECT (ALGORITHM 4.2)
         setattr(parent, child, layer)
         layers[name] = layer
+    for attn_name, _ in _attention_modules(unet):
+        if ".attn1" in f".{attn_name}" or attn_name.startswith("attn1"):
+            trio = tuple(layers.get(f"{attn_name}.{proj}") for proj in ("to_q", "to_k", "to_v"))
+            if all(trio):
+                trio[0].qkv_peers = trio  # type: ignore[union-attr, assignment]
     setattr(unet, _SAVED_PROCESSORS, dict(unet.attn_processors))
     unet.set_attn_processor(UnZipLoRAAttnProcessor())
+    setattr(
+        unet, _PREPARE_HANDLE, unet.register_forward_pre_hook(prepare_hook(list(layers.values())), with_kwargs=True)
+    )
     return layers
 
 
 def remove_unziplora(unet: nn.Module) -> dict[str, nn.Linear]:
     """Put the plain ``nn.Linear`` projections (unfolded) and the original processors back."""
     restored: dict[str, nn.Linear] = {}
+    handle = getattr(unet, _PREPARE_HANDLE, None)
+    if handle is not None:
+        handle.remove()
+        delattr(unet, _PREPARE_HANDLE)
     for name, layer in unziplora_layers(unet).items():
+        layer._prepared = None
         layer.unfold()
         parent_name, _, child = name.rpartition(".")
         setattr(unet.get_submodule(parent_name), child, layer.base_layer)

@@ -63,6 +63,9 @@ class UnZipLoRALinear(nn.Module):
         separate_inputs: True when the branches may see inputs other than the base input (the
             cross-attention key/value projections under prompt separation); decides what
             :meth:`fold` may put into the base weight.
+        step_weights: whether a UNet forward may hand this layer weights prepared for all layers
+            at once (:mod:`unziplora.method.step_weights`); False keeps the plain per-layer path,
+            the reference the tests compare against.
     """
 
     def __init__(
@@ -107,6 +110,14 @@ class UnZipLoRALinear(nn.Module):
         self.scale_style = 1.0
         self._mode = "both"
         self._folded: tuple[str, ...] = ()
+        self.step_weights = True
+        # On a self-attention's to_q: its (to_q, to_k, to_v) layers, which read the same input;
+        # step_weights.prepare then stacks their down matrices as one [6r, in] `_prepared_qkv`.
+        self.qkv_peers: tuple[UnZipLoRALinear, UnZipLoRALinear, UnZipLoRALinear] | None = None
+        self._prepared_qkv: torch.Tensor | None = None
+        # (down [2r, in], gated up [out, 2r], weights_key() when built, prompt K/V part or None),
+        # set by step_weights.prepare; the K/V part is (content input, style input, LoRA output).
+        self._prepared: tuple[Any, ...] | None = None
         self.reset_parameters(init, generator=generator)
 
     # ----------------------------------------------------------------------------- set-up
@@ -199,6 +210,29 @@ class UnZipLoRALinear(nn.Module):
         up = self.lora_B[branch].float() * self.gate(branch).float()[:, None]
         return up @ self.lora_A[branch].float()
 
+    def weights_key(self) -> tuple[Any, ...]:
+        """Everything the gated weights depend on; prepared weights are used only while it is unchanged.
+
+        In-place edits (optimizer steps, ``copy_``, ``set_mask``) bump the tensors' version counters;
+        replaced parameters change identity; modes, scales and on/off flags are plain attributes.
+        """
+        tensors = (
+            *self.lora_A.values(),
+            *self.lora_B.values(),
+            *self.merge.values(),
+            self.mask_content,
+            self.mask_style,
+        )
+        return (
+            tuple((id(t), t._version, t.requires_grad) for t in tensors),
+            self._active["content"],
+            self._active["style"],
+            self._mode,
+            self.scale_content,
+            self.scale_style,
+            self._folded,
+        )
+
     # ----------------------------------------------------------------------------- forward
     def forward(
         self,
@@ -210,8 +244,23 @@ class UnZipLoRALinear(nn.Module):
 
         ``content_input`` / ``style_input`` default to ``x``; they must have ``x``'s leading shape
         (tokens are added position by position, ALGORITHM 2.2). Branches folded into the base
-        weight are skipped.
+        weight are skipped. Weights prepared for this forward by the UNet's pre-hook are used
+        while still current (:mod:`unziplora.method.step_weights`).
         """
+        prepared = self._prepared
+        if prepared is not None and torch.is_grad_enabled():
+            usable = torch.is_autocast_enabled(x.device.type) or x.dtype == prepared[0].dtype
+            if usable and prepared[2] == self.weights_key():
+                kv = prepared[3]
+                if (
+                    kv is not None
+                    and content_input is kv[0]
+                    and style_input is kv[1]
+                    and x.shape[:-1] == kv[2].shape[:-1]
+                ):
+                    return self.base_layer(x) + kv[2]
+                return self._forward_prepared(x, content_input, style_input, prepared[0], prepared[1])
+            self._prepared = None
         y = self.base_layer(x)
         branches = [b for b in self.branches_in_mode() if b not in self._folded]
         if not branches:
@@ -244,6 +293,57 @@ class UnZipLoRALinear(nn.Module):
                 up = torch.cat([self.lora_B[b] * self.gate(b)[:, None] for b in members], dim=1)
             y = y + F.linear(F.linear(inp, down), up).to(y.dtype)
         return y
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Self-attention q, k and v of ``x`` with one down product for the three layers, or None
+        when the prepared weights of any of them are missing or out of date (call each layer then)."""
+        down = self._prepared_qkv
+        peers = self.qkv_peers
+        if down is None or peers is None or not torch.is_grad_enabled():
+            return None
+        ups = []
+        for layer in peers:
+            prepared = layer._prepared
+            if prepared is None or prepared[2] != layer.weights_key():
+                return None
+            ups.append(prepared[1])
+        if not (torch.is_autocast_enabled(x.device.type) or x.dtype == down.dtype):
+            return None
+        rank2 = down.shape[0] // 3
+        parts = F.linear(x, down).reshape(-1, down.shape[0]).split(rank2, dim=1)
+        outputs = []
+        for layer, h, up in zip(peers, parts, ups):
+            y = layer.base_layer(x)
+            outputs.append(torch.addmm(y.reshape(-1, layer.out_features), h, up.t()).view(y.shape))
+        return outputs[0], outputs[1], outputs[2]
+
+    def _forward_prepared(
+        self,
+        x: torch.Tensor,
+        content_input: torch.Tensor | None,
+        style_input: torch.Tensor | None,
+        down: torch.Tensor,
+        up: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mode "both" with weights from :func:`unziplora.method.step_weights.prepare`:
+        ``y = W x + b + (x_c A_c^T)(B_c g_c)^T + (x_s A_s^T)(B_s g_s)^T`` as one ``addmm`` per input."""
+        y = self.base_layer(x)
+        x_c = x if content_input is None else content_input
+        x_s = x if style_input is None else style_input
+        for inp in (x_c, x_s):
+            if inp.shape[:-1] != x.shape[:-1]:
+                raise ValueError(
+                    f"branch input shape {tuple(inp.shape)} does not match the base input {tuple(x.shape)}"
+                )
+        flat = y.reshape(-1, self.out_features)
+        if x_c is x_s:  # one rank-2r product for both branches
+            flat = torch.addmm(flat, F.linear(x_c, down).reshape(-1, down.shape[0]), up.t())
+        else:
+            rank = down.shape[0] // 2
+            (down_c, down_s), (up_c, up_s) = down.split(rank), up.split(rank, dim=1)
+            flat = torch.addmm(flat, F.linear(x_c, down_c).reshape(-1, rank), up_c.t())
+            flat = torch.addmm(flat, F.linear(x_s, down_s).reshape(-1, rank), up_s.t())
+        return flat.view(y.shape)
 
     # ----------------------------------------------------------------------------- folding
     @property

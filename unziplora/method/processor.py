@@ -85,10 +85,12 @@ class UnZipLoRAAttnProcessor:
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
-        query = attn.to_q(hidden_states)
         content = style = None
+        qkv = None
         if encoder_hidden_states is None:  # self-attention: every branch sees h (ALGORITHM 2.2)
             encoder_hidden_states = hidden_states
+            if isinstance(attn.to_q, UnZipLoRALinear):  # q, k, v with one LoRA down product
+                qkv = attn.to_q.project_qkv(hidden_states)
         else:
             content = _match_batch(
                 content_encoder_hidden_states, encoder_hidden_states, "content_encoder_hidden_states"
@@ -98,8 +100,12 @@ class UnZipLoRAAttnProcessor:
                 encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
                 content = None if content is None else attn.norm_encoder_hidden_states(content)
                 style = None if style is None else attn.norm_encoder_hidden_states(style)
-        key = _project(attn.to_k, encoder_hidden_states, content, style)
-        value = _project(attn.to_v, encoder_hidden_states, content, style)
+        if qkv is not None:
+            query, key, value = qkv
+        else:
+            query = attn.to_q(hidden_states)
+            key = _project(attn.to_k, encoder_hidden_states, content, style)
+            value = _project(attn.to_v, encoder_hidden_states, content, style)
 
         head_dim = key.shape[-1] // attn.heads
         query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
