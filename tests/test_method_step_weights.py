@@ -94,6 +94,7 @@ def _train(unet: torch.nn.Module, step_weights: bool, steps: int = 20) -> tuple[
     return state, result.losses
 
 
+@pytest.mark.slow
 def test_twenty_steps_give_the_same_loras_as_the_plain_path() -> None:
     base = _tiny_unet()
     fused_state, fused_losses = _train(copy.deepcopy(base), step_weights=True)
