@@ -65,7 +65,7 @@ def _train(unet: torch.nn.Module, step_weights: bool, steps: int = 20) -> tuple[
         unet, config.rank, dtype=torch.float64, generator=torch.Generator().manual_seed(0), step_weights=step_weights
     )
     columns = ColumnSeparation(layers, max_train_steps=steps, sample_times=config.sample_times)
-    groups = param_groups(layers, config.content_lr, config.style_lr, config.mask_lr, config.weight_decay)
+    groups = param_groups(layers, config.content_lr, config.style_lr, config.merge_lr, config.weight_decay)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay, foreach=True)
     g = torch.Generator().manual_seed(7)
     posterior = LatentPosterior(mean=torch.randn(1, 4, 8, 8, generator=g), std=torch.rand(1, 4, 8, 8, generator=g))
