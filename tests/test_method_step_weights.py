@@ -84,6 +84,7 @@ def _train(unet: torch.nn.Module, step_weights: bool, steps: int = 20) -> tuple[
             generator=torch.Generator().manual_seed(1),
             device="cpu",
             dtype=torch.float64,
+            scaler=torch.amp.GradScaler("cpu", enabled=False),
         )
     state = {
         f"{name}.{key}": value.detach().clone()
