@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
-PATH="$PWD/$VENV/bin:$PATH"
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac  # absolute, so the PATH entry holds from any folder
+PATH="$VENV/bin:$PATH"
 
 work="${TRY_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/unziplora-try.XXXXXX")}"
 run() { UNZIPLORA_BASE_MODEL=tiny-sdxl UNZIPLORA_HOME="$work/registry" unzip "$@"; }
