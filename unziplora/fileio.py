@@ -23,7 +23,7 @@ import json
 import os
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -183,3 +183,32 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise UnreadableSafetensors("header is not a table")
     return header
+
+
+def cached_folder(root: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """``root/name``, built first by ``build(staging)`` when it holds no ``model_index.json`` yet.
+
+    ``build`` fills a fresh hidden sibling, which is then renamed into place: concurrent first uses
+    (parallel test workers, the processes of one launch) and interrupted builds never leave a
+    folder that looks complete. When another process wins the race its copy is kept (the builds
+    are deterministic, so it is the same).
+    """
+    import shutil
+    import uuid
+
+    target = root / name
+    if (target / "model_index.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".{name}-{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        staging.mkdir()
+        build(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / "model_index.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import shutil
 import tempfile
-import uuid
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
@@ -113,33 +110,18 @@ def sdxl_random_dir(cache_dir: Path | None = None, *, on_note: Callable[[str], N
     into place, so an interrupted build leaves nothing that looks complete; ``model_index.json`` is
     written last.
     """
+    from unziplora.activity import phase
+    from unziplora.fileio import cached_folder
     from unziplora.settings import user_cache_dir
 
     root = cache_dir or user_cache_dir()
-    target = root / f"sdxl-random-v{SDXL_RANDOM_VERSION}"
-    if (target / "model_index.json").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".sdxl-random-{uuid.uuid4().hex[:8]}.tmp"
-    from unziplora.activity import phase
 
-    with phase(f"building {SDXL_RANDOM} (first use only: minutes, about 7 GB in {root})"):
-        _build(staging, target, on_note)
-    return target
+    def build(staging: Path) -> None:
+        with phase(f"building {SDXL_RANDOM} (first use only: minutes, about 7 GB in {root})"):
+            for name in _COMPONENTS:
+                if on_note is not None:
+                    on_note(f"building the full-size random base: {name}")
+                _build_component(name, staging)
+            _write_model_index(staging)  # last: the folder counts as complete once it is there
 
-
-def _build(staging: Path, target: Path, on_note: Callable[[str], None] | None) -> None:
-    try:
-        staging.mkdir()
-        for name in _COMPONENTS:
-            if on_note is not None:
-                on_note(f"building the full-size random base: {name}")
-            _build_component(name, staging)
-        _write_model_index(staging)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / "model_index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return cached_folder(root, f"sdxl-random-v{SDXL_RANDOM_VERSION}", build)

@@ -10,9 +10,6 @@ cache dir, like ``tiny-sdxl``, written to a temporary sibling and renamed into p
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from importlib.resources import files
 from pathlib import Path
 
@@ -40,15 +37,10 @@ def shipped_config_text(name: str) -> str:
 def sdxl_config_dir(cache_dir: Path | None = None) -> Path:
     """SDXL base 1.0's diffusers config folder (no weights), built from the package on first use."""
     from unziplora.clip_bpe import shipped_merges, write_tokenizer_files
+    from unziplora.fileio import cached_folder
     from unziplora.settings import user_cache_dir
 
-    root = cache_dir or user_cache_dir()
-    target = root / f"sdxl-config-v{SDXL_CONFIG_VERSION}"
-    if (target / "model_index.json").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".sdxl-config-{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    def build(staging: Path) -> None:
         merges = shipped_merges()
         for name in SHIPPED_JSON:
             path = staging / name
@@ -56,12 +48,5 @@ def sdxl_config_dir(cache_dir: Path | None = None) -> Path:
             path.write_text(shipped_config_text(name), encoding="utf-8")
         for name in TOKENIZERS:
             write_tokenizer_files(staging / name, merges)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            # Another process won the race; its copy is identical.
-            if not (target / "model_index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return cached_folder(cache_dir or user_cache_dir(), f"sdxl-config-v{SDXL_CONFIG_VERSION}", build)

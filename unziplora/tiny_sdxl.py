@@ -14,10 +14,7 @@ with ``from_pretrained`` exactly like a real SDXL folder. Its images are noise.
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -159,26 +156,12 @@ def tiny_sdxl_dir(cache_dir: Path | None = None) -> Path:
     Generation writes into a temporary sibling and renames it into place, so concurrent
     first uses (parallel test workers, several processes of one launch) never see half a model.
     """
+    from unziplora.activity import phase
+    from unziplora.fileio import cached_folder
     from unziplora.settings import user_cache_dir
 
-    root = cache_dir or user_cache_dir()
-    target = root / f"tiny-sdxl-v{TINY_SDXL_VERSION}"
-    if (target / "model_index.json").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".tiny-sdxl-{uuid.uuid4().hex[:8]}.tmp"
-    from unziplora.activity import phase
-
-    try:
+    def build(staging: Path) -> None:
         with phase(f"building {TINY_SDXL} (first use only)"):
-            pipe = build_tiny_sdxl_pipeline()
-            pipe.save_pretrained(staging, safe_serialization=True)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            # Another process won the race; its copy is identical (same seed).
-            if not (target / "model_index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+            build_tiny_sdxl_pipeline().save_pretrained(staging, safe_serialization=True)
+
+    return cached_folder(cache_dir or user_cache_dir(), f"tiny-sdxl-v{TINY_SDXL_VERSION}", build)
