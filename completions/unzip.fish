@@ -1,10 +1,1 @@
-_unzip_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _UNZIP_COMPLETE=complete_bash $1 ) )
-    return 0
-}
-
-complete -o default -F _unzip_completion unzip
+complete --command unzip --no-files --arguments "(env _UNZIP_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) unzip)" --condition "env _UNZIP_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) unzip"

@@ -1,10 +1,7 @@
+#compdef unzip
+
 _unzip_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _UNZIP_COMPLETE=complete_bash $1 ) )
-    return 0
+  eval $(env _TYPER_COMPLETE_ARGS="${words[1,$CURRENT]}" _UNZIP_COMPLETE=complete_zsh unzip)
 }
 
-complete -o default -F _unzip_completion unzip
+compdef _unzip_completion unzip

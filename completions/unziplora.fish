@@ -1,10 +1,1 @@
-_unziplora_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _UNZIPLORA_COMPLETE=complete_bash $1 ) )
-    return 0
-}
-
-complete -o default -F _unziplora_completion unziplora
+complete --command unziplora --no-files --arguments "(env _UNZIPLORA_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) unziplora)" --condition "env _UNZIPLORA_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) unziplora"

@@ -1,10 +1,7 @@
+#compdef unziplora
+
 _unziplora_completion() {
-    local IFS=$'
-'
-    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
-                   COMP_CWORD=$COMP_CWORD \
-                   _UNZIPLORA_COMPLETE=complete_bash $1 ) )
-    return 0
+  eval $(env _TYPER_COMPLETE_ARGS="${words[1,$CURRENT]}" _UNZIPLORA_COMPLETE=complete_zsh unziplora)
 }
 
-complete -o default -F _unziplora_completion unziplora
+compdef _unziplora_completion unziplora

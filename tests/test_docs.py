@@ -47,6 +47,28 @@ def test_bash_tab_completion_lists_entry_ids(isolated_env: Path) -> None:
     assert result.stdout.split() == ["cat-sketch-1a2b", "cow-ink-3c4d"]
 
 
+@pytest.mark.parametrize(
+    ("shell", "marker", "extra"),
+    [
+        ("zsh", "#compdef unzip", {}),
+        ("fish", "complete --command unzip", {"_TYPER_COMPLETE_FISH_ACTION": "get-args"}),
+    ],
+)
+def test_zsh_and_fish_files_hold_their_own_shells_script_and_it_lists_entry_ids(
+    isolated_env: Path, shell: str, marker: str, extra: dict[str, str]
+) -> None:
+    """Each shell's file speaks that shell's protocol (bash's script in the zsh file did nothing)."""
+    script = (ROOT / "completions" / f"unzip.{shell}").read_text(encoding="utf-8")
+    assert script.startswith(marker) and f"complete_{shell}" in script
+    for name in ("cat-sketch-1a2b", "cow-ink-3c4d", "dog-oil-5e6f"):
+        (isolated_env / "entries" / name).mkdir(parents=True)
+    env = dict(os.environ, _UNZIP_COMPLETE=f"complete_{shell}", _TYPER_COMPLETE_ARGS="unzip show c", **extra)
+    result = subprocess.run([str(VENV_BIN / "unzip")], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "cat-sketch-1a2b" in result.stdout and "cow-ink-3c4d" in result.stdout
+    assert "dog-oil-5e6f" not in result.stdout
+
+
 @pytest.mark.slow
 def test_walkthrough_runs_green(tmp_path: Path, tiny_cache: Path) -> None:
     env = dict(

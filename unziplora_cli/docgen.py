@@ -4,7 +4,7 @@
     python -m unziplora_cli.docgen --check   # exit 1 if either is stale (the tests do this)
 
 The reference is every command's ``--help`` at a fixed width; the completion scripts are what
-``unzip --show-completion SHELL`` prints, for both entry points.
+``unzip --show-completion`` prints in each shell, for both entry points.
 """
 
 from __future__ import annotations
@@ -49,7 +49,16 @@ def command_reference() -> str:
 
 
 def completion_script(prog: str, shell: str) -> str:
-    return _invoke(prog, ["--show-completion", shell])
+    """The script ``prog --show-completion`` prints in ``shell``.
+
+    Asked of typer's script table by name: ``--show-completion`` itself ignores a shell argument
+    and prints the script of the shell it detects around it (bash in a CI job, an error in a
+    detached one), which would write bash's script into the zsh and fish files.
+    """
+    from typer._completion_shared import get_completion_script
+
+    complete_var = "_{}_COMPLETE".format(prog.replace("-", "_").upper())
+    return get_completion_script(prog_name=prog, complete_var=complete_var, shell=shell) + "\n"
 
 
 def _readme_with_reference(text: str) -> str:
