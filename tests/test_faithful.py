@@ -53,7 +53,7 @@ def test_tied_run_through_the_scheduler(monkeypatch):
     counts = {}
     for faithful in (False, True):
         layers = {BOTH_NAME: UnZipLoRALinear(nn.Linear(4, 6), 2)}
-        cs = ColumnSeparation(layers, max_train_steps=6, sample_times=2, column_ratio=0.34, faithful=faithful)
+        cs = ColumnSeparation(layers, steps=6, sample_times=2, column_ratio=0.34, faithful=faithful)
         assert cs.config["faithful"] is faithful
         for step in range(6):
             cs.after_backward(step)
@@ -66,7 +66,7 @@ def test_tied_run_through_the_scheduler(monkeypatch):
 def reset_grads(faithful: bool) -> torch.Tensor:
     layer = UnZipLoRALinear(nn.Linear(4, 6), 2)
     layers = {BOTH_NAME: layer}
-    cs = ColumnSeparation(layers, max_train_steps=8, sample_times=2, column_ratio=0.5, faithful=faithful)
+    cs = ColumnSeparation(layers, steps=8, sample_times=2, column_ratio=0.5, faithful=faithful)
     layer.set_mask("content", torch.tensor([1, 1, 1, 0, 0, 0], dtype=torch.bool))
     layer.set_mask("style", torch.tensor([0, 0, 1, 1, 1, 0], dtype=torch.bool))
     for b in ("content", "style"):
@@ -84,12 +84,21 @@ def test_reset_step_applies_the_unmasked_merge_grad_only_when_faithful():
 
 def test_old_checkpoint_state_without_the_key_still_loads():
     layers = {BOTH_NAME: UnZipLoRALinear(nn.Linear(4, 6), 2)}
-    cs = ColumnSeparation(layers, max_train_steps=8)
+    cs = ColumnSeparation(layers, steps=8)
     state = cs.state_dict()
     del state["config"]["faithful"]
     cs.load_state_dict(state)
     with pytest.raises(ValueError):
-        ColumnSeparation(layers, max_train_steps=8, faithful=True).load_state_dict(state)
+        ColumnSeparation(layers, steps=8, faithful=True).load_state_dict(state)
+
+
+def test_checkpoint_state_that_named_the_steps_max_train_steps_still_loads():
+    layers = {BOTH_NAME: UnZipLoRALinear(nn.Linear(4, 6), 2)}
+    state = ColumnSeparation(layers, steps=8).state_dict()
+    state["config"]["max_train_steps"] = state["config"].pop("steps")
+    ColumnSeparation(layers, steps=8).load_state_dict(state)
+    with pytest.raises(ValueError):
+        ColumnSeparation(layers, steps=9).load_state_dict(state)
 
 
 def test_recipe_per_machine():

@@ -65,24 +65,24 @@ def train(layers, cs: ColumnSeparation, optimizer, steps: range, log: list | Non
 
 
 def make(layers, **kw) -> tuple[ColumnSeparation, torch.optim.Optimizer]:
-    cs = ColumnSeparation(layers, max_train_steps=12, sample_times=3, column_ratio=0.3, **kw)
+    cs = ColumnSeparation(layers, steps=12, sample_times=3, column_ratio=0.3, **kw)
     optimizer = torch.optim.AdamW(param_groups(layers, 1e-2, 1e-2, 0.5, 1e-4))
     return cs, optimizer
 
 
 # ---------------------------------------------------------------------------------- schedule
 def test_phase_timeline_matches_algorithm_4_1():
-    cs = ColumnSeparation(toy_layers(), max_train_steps=12, sample_times=3)
+    cs = ColumnSeparation(toy_layers(), steps=12, sample_times=3)
     assert cs.period == 4
     assert [cs.phase(g) for g in range(12)] == [R, S, M, M, R, S, M, M, R, S, M, M]
-    cs2 = ColumnSeparation(toy_layers(), max_train_steps=12, sample_times=3, steps_per_epoch=2)
+    cs2 = ColumnSeparation(toy_layers(), steps=12, sample_times=3, steps_per_epoch=2)
     assert [cs2.phase(g) for g in range(8)] == [R, A, S, M, R, A, S, M]
-    paper = ColumnSeparation(toy_layers(), max_train_steps=600, sample_times=3)
+    paper = ColumnSeparation(toy_layers(), steps=600, sample_times=3)
     assert [g for g in range(600) if paper.phase(g) is S] == [1, 201, 401]
     assert [g for g in range(600) if paper.phase(g) is R] == [0, 200, 400]
-    off = ColumnSeparation(toy_layers(), max_train_steps=12, enabled=False)
+    off = ColumnSeparation(toy_layers(), steps=12, enabled=False)
     assert {off.phase(g) for g in range(12)} == {Phase.OFF}
-    assert ColumnSeparation(toy_layers(), max_train_steps=12, sample_times=3, steps_per_epoch=4).selects_nothing
+    assert ColumnSeparation(toy_layers(), steps=12, sample_times=3, steps_per_epoch=4).selects_nothing
     assert not cs2.selects_nothing and not off.selects_nothing
 
 
@@ -160,7 +160,7 @@ def test_select_one_sided_blocks(monkeypatch):
 
 def test_ortho_loss_formula():
     layers = toy_layers()
-    cs = ColumnSeparation(layers, max_train_steps=12, similarity_lambda=0.5)
+    cs = ColumnSeparation(layers, steps=12, similarity_lambda=0.5)
     assert cs.ortho_loss() is None
     cs.ortho_on = True
     with torch.no_grad():
@@ -263,7 +263,7 @@ def test_resume_from_state_is_bit_exact():
             assert torch.equal(value, adapter_state_dict({name: resumed[name]})[key]), key
     assert cs2.column_counts() == cs.column_counts()
     with pytest.raises(ValueError, match="different settings"):
-        ColumnSeparation(resumed, max_train_steps=13).load_state_dict(saved[1])
+        ColumnSeparation(resumed, steps=13).load_state_dict(saved[1])
 
 
 def test_column_separation_off_is_plain_joint_training():
@@ -287,7 +287,7 @@ def test_block_separation_off_makes_every_layer_both_sparse():
     assert set(cs.blocks.values()) == {"both"}
     train(layers, cs, optimizer, range(2))
     assert cs.column_counts()[CONTENT_SPARSE_NAME] == {"content": 3, "style": 3}
-    assert set(ColumnSeparation(toy_layers(), max_train_steps=12).blocks.values()) == {
+    assert set(ColumnSeparation(toy_layers(), steps=12).blocks.values()) == {
         "both",
         "content_sparse",
         "style_sparse",
@@ -300,7 +300,7 @@ def test_short_schedule_on_tiny_base_visits_reset_and_select():
 
     unet = build_tiny_sdxl_pipeline().unet
     layers = inject_unziplora(unet, 8, generator=torch.Generator().manual_seed(0))
-    cs = ColumnSeparation(layers, max_train_steps=12, sample_times=3, column_ratio=0.1)
+    cs = ColumnSeparation(layers, steps=12, sample_times=3, column_ratio=0.1)
     optimizer = torch.optim.AdamW(param_groups(layers, 1e-3, 1e-3, 5e-2))
     g = torch.Generator().manual_seed(0)
     latents, emb = torch.randn(1, 4, 8, 8, generator=g), torch.randn(3, 77, 64, generator=g)

@@ -64,7 +64,7 @@ def _train(unet: torch.nn.Module, step_weights: bool, steps: int = 20) -> tuple[
     layers = inject_unziplora(
         unet, config.rank, dtype=torch.float64, generator=torch.Generator().manual_seed(0), step_weights=step_weights
     )
-    columns = ColumnSeparation(layers, max_train_steps=steps, sample_times=config.sample_times)
+    columns = ColumnSeparation(layers, steps=steps, sample_times=config.sample_times)
     groups = param_groups(layers, config.content_lr, config.style_lr, config.merge_lr, config.weight_decay)
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay, foreach=True)
     g = torch.Generator().manual_seed(7)

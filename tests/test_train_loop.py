@@ -13,7 +13,7 @@ from unziplora.train.trainer import _restore, _snapshot
 
 def _state() -> tuple[ColumnSeparation, torch.optim.Optimizer, torch.Generator]:
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
-    return ColumnSeparation({}, max_train_steps=4), optimizer, torch.Generator().manual_seed(1)
+    return ColumnSeparation({}, steps=4), optimizer, torch.Generator().manual_seed(1)
 
 
 def test_the_loss_scale_is_checkpointed_and_restored(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ class ColumnSeparation:
 
     Args:
         layers: ``{module path: layer}`` from ``inject_unziplora`` (paths drive block classes).
-        max_train_steps: ``T``, the number of optimizer steps of the run.
+        steps: ``T``, the number of optimizer steps of the run (``TrainConfig.steps``).
         sample_times: ``S``, selection rounds (3 in the paper setting).
         column_ratio: ``ρ``, columns per round = ``floor(out * ρ)``; in (0, 1], validated where
             it is declared (``unziplora.train.config.TrainConfig.column_ratio``, its one bound).
@@ -99,7 +99,7 @@ class ColumnSeparation:
         self,
         layers: Mapping[str, UnZipLoRALinear],
         *,
-        max_train_steps: int,
+        steps: int,
         sample_times: int = 3,
         column_ratio: float = 0.1,
         similarity_lambda: float = 0.5,
@@ -112,14 +112,14 @@ class ColumnSeparation:
         threshold: float = DEFAULT_THRESHOLD,
         faithful: bool = False,
     ) -> None:
-        if max_train_steps <= 0 or sample_times <= 0 or steps_per_epoch <= 0:
-            raise ValueError("max_train_steps, sample_times and steps_per_epoch must be positive")
+        if steps <= 0 or sample_times <= 0 or steps_per_epoch <= 0:
+            raise ValueError("steps, sample_times and steps_per_epoch must be positive")
         table = dict(BLOCK_TABLE if block_table is None else block_table)
         validate_table(table)
         self.layers = dict(layers)
         self._source = layers  # the mapping the loop holds, so ortho_loss(layers) can use the cache
         self.config: dict[str, Any] = {
-            "max_train_steps": int(max_train_steps),
+            "steps": int(steps),
             "sample_times": int(sample_times),
             "column_ratio": float(column_ratio),
             "similarity_lambda": float(similarity_lambda),
@@ -132,7 +132,7 @@ class ColumnSeparation:
             "threshold": float(threshold),
             "faithful": bool(faithful),
         }
-        self.period = math.ceil(max_train_steps / sample_times)
+        self.period = math.ceil(steps / sample_times)
         self.blocks = {n: (block_class(n, table) if block_separation else BOTH) for n in self.layers}
         self.ortho_on = False
         self.history: list[dict[str, Any]] = []  # one entry per SELECT: step and columns gained
@@ -270,6 +270,8 @@ class ColumnSeparation:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`; refuses one written with a different schedule or layer set."""
         saved = {"faithful": False, **dict(state["config"])}  # checkpoints from before the key existed
+        if "max_train_steps" in saved:  # checkpoints from before the option had one name end to end
+            saved["steps"] = saved.pop("max_train_steps")
         if saved != self.config:
             raise ValueError("column-separation state was saved with different settings; resume with the same ones")
         if set(state["masks"]) != set(self.layers):

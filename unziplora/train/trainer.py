@@ -339,7 +339,7 @@ def prepare_unet(
     )
     columns = ColumnSeparation(
         layers,
-        max_train_steps=config.steps,
+        steps=config.steps,
         sample_times=config.sample_times,
         column_ratio=config.column_ratio,
         similarity_lambda=config.similarity_lambda,
