@@ -200,11 +200,14 @@ def table(rows: list[Row]) -> str:
     return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
 
 
+_SDXL_ON_CPU = "--size sdxl needs a CUDA GPU (full SDXL shapes at 1024 px); on a CPU use --size medium."
+
+
 def _refuse_sdxl_on_cpu(device: str) -> str | None:
     from unziplora.device import resolve_device
 
     if not resolve_device(device).startswith("cuda"):
-        return "--size sdxl needs a CUDA GPU (full SDXL shapes at 1024 px); on a CPU use --size medium."
+        return _SDXL_ON_CPU
     return None
 
 
@@ -233,6 +236,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.size == "sdxl" and args.device == "cpu":  # a usage refusal: decided before torch is imported
+        print(_SDXL_ON_CPU, file=sys.stderr)
+        raise SystemExit(2)
     if args.threads > 0:  # before torch is imported here, and inherited by the memory subprocesses
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         os.environ["MKL_NUM_THREADS"] = str(args.threads)
