@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.common import Clock, Row, median, ratio_goal, spread
-from benchmarks.sizes import SizeSpec, build_unet, build_vae, random_conditioning, size_spec
+from benchmarks.sizes import SIZES, SizeSpec, build_unet, build_vae, random_conditioning, size_spec
 
 # Issue 15's goals, per size: step / floor, and step / official-style (None: "< 1x").
-FLOOR_GOALS = {"tiny": 1.20, "medium": 1.20, "wide": 1.10, "sdxl": 1.10}
-OFFICIAL_GOALS: dict[str, float | None] = {"tiny": None, "medium": None, "wide": 0.55, "sdxl": 0.5}
+FLOOR_GOALS = {"tiny": 1.20, "medium": 1.20, "wide": 1.10, "sdxl256": 1.10, "sdxl": 1.10}
+OFFICIAL_GOALS: dict[str, float | None] = {"tiny": None, "medium": None, "wide": 0.55, "sdxl256": 0.55, "sdxl": 0.5}
 SIDES = ("ours", "floor", "official")
 WARMUP_STEPS = 3  # steps 0 (RESET) and 1 (SELECT) of our schedule, and one more for the allocator
 
@@ -204,6 +204,7 @@ class StepTimes:
     seconds: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in SIDES})
     select_step_s: float = float("nan")
     timer: str = "wall"  # Clock.kind: "cpu" (process CPU time) or "wall"
+    peak_rss_mib: float = float("nan")  # this process's high-water mark after the run (CPU)
 
 
 def _sharing_copy(module: Any) -> Any:
@@ -216,13 +217,19 @@ def _sharing_copy(module: Any) -> Any:
     return copy.deepcopy(module, memo)
 
 
-def time_steps(spec: SizeSpec, device: str, repeats: int) -> StepTimes:
-    """Median-ready step times of the three sides, alternating step by step."""
+def time_steps(spec: SizeSpec, device: str, repeats: int, sides: tuple[str, ...] = SIDES) -> StepTimes:
+    """Median-ready step times of ``sides`` (always "ours"), alternating step by step.
+
+    All sides share one set of base weights, built once (``sdxl256``: 10.3 GB in fp32).
+    """
     placed = place(spec, device)
     base = build_unet(spec)
     ours = OursRun(_sharing_copy(base), build_vae(spec), placed)
-    official = official_side(_sharing_copy(base), build_vae(spec), placed)
-    floor = FloorStep(base, placed)
+    candidates: list[tuple[str, Callable[[], Any]]] = []
+    if "official" in sides:
+        candidates.append(("official", official_side(_sharing_copy(base), build_vae(spec), placed)))
+    if "floor" in sides:
+        candidates.append(("floor", FloorStep(base, placed)))
     clock = Clock(placed.device)
     result = StepTimes(timer=clock.kind)
     mark = {"t": clock.now()}
@@ -232,7 +239,7 @@ def time_steps(spec: SizeSpec, device: str, repeats: int) -> StepTimes:
         index = report.step - 1
         if index == 1:
             result.select_step_s = took
-        others: list[tuple[str, Callable[[], Any]]] = [("floor", floor), ("official", official)]
+        others = list(candidates)
         if index % 2:
             others.reverse()
         timed = {name: clock(fn) for name, fn in others}
@@ -243,19 +250,31 @@ def time_steps(spec: SizeSpec, device: str, repeats: int) -> StepTimes:
         mark["t"] = clock.now()
 
     ours.run(WARMUP_STEPS + repeats, after_our_step)
+    if not placed.device.startswith("cuda"):
+        result.peak_rss_mib = _peak_bytes(placed.device) / 1024.0**2
     return result
 
 
 def step_rows(times: StepTimes, spec: SizeSpec) -> list[Row]:
-    """The two step rows: ours vs the floor, ours vs the official-style step."""
-    ours, floor, official = (median(times.seconds[s]) for s in SIDES)
-    notes = {f"{s}_s": [round(v, 4) for v in times.seconds[s]] for s in SIDES}
+    """The step rows of the sides measured: ours vs the floor, ours vs the official-style step."""
+    measured = [s for s in SIDES if times.seconds[s]]
+    values = {s: median(times.seconds[s]) for s in measured}
+    ours = values["ours"]
+    notes: dict[str, Any] = {f"{s}_s": [round(v, 4) for v in times.seconds[s]] for s in measured}
     notes["select_step_s"] = round(times.select_step_s, 4)
     notes["timer"] = times.timer
+    notes["peak_rss_mib"] = round(times.peak_rss_mib, 1)
     where = f"{spec.name}: {spec.resolution} px, rank {spec.rank}"
-    floor_goal = FLOOR_GOALS[spec.name]
-    official_goal = OFFICIAL_GOALS[spec.name]
-    vs_floor = Row(
+    rows: list[Row] = []
+    if "floor" in values:
+        rows.append(_floor_row(where, ours, values["floor"], FLOOR_GOALS[spec.name], notes))
+    if "official" in values:
+        rows.append(_official_row(where, ours, values["official"], OFFICIAL_GOALS[spec.name], times))
+    return rows
+
+
+def _floor_row(where: str, ours: float, floor: float, floor_goal: float, notes: dict[str, Any]) -> Row:
+    return Row(
         f"train step vs floor ({where})",
         ours,
         floor,
@@ -267,7 +286,10 @@ def step_rows(times: StepTimes, spec: SizeSpec) -> list[Row]:
         "train",
         notes,
     )
-    vs_official = Row(
+
+
+def _official_row(where: str, ours: float, official: float, official_goal: float | None, times: StepTimes) -> Row:
+    return Row(
         f"train step vs official-style ({where})",
         ours,
         official,
@@ -281,7 +303,6 @@ def step_rows(times: StepTimes, spec: SizeSpec) -> list[Row]:
         "train",
         {"official_spread_s": spread(times.seconds["official"]), "timer": times.timer},
     )
-    return [vs_floor, vs_official]
 
 
 # ------------------------------------------------------------------------------------ memory
@@ -391,26 +412,32 @@ def run(
     memory_steps: int = 2,
     memory_floor: bool = True,
     memory: bool = True,
+    sides: tuple[str, ...] = SIDES,
 ) -> list[Row]:
     """Step rows and the memory row for the benchmark runner (``memory_floor``: also measure the
-    floor's peak, for the notes; ``memory=False``: step rows only)."""
+    floor's peak, for the notes; ``memory=False``: step rows only; ``sides``: which references
+    the step rows time next to ours)."""
     from unziplora.device import resolve_device
 
     spec = size_spec(size)
     device = resolve_device(device)
-    rows = step_rows(time_steps(spec, device, repeats), spec)
+    rows = step_rows(time_steps(spec, device, repeats, sides), spec)
     if not memory:
         return rows
-    sides = SIDES if memory_floor else ("ours", "official")
-    rows.append(memory_row(measure_memory(spec, device, memory_steps, sides), device))
+    measured = SIDES if memory_floor else ("ours", "official")
+    rows.append(memory_row(measure_memory(spec, device, memory_steps, measured), device))
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="medium", choices=("tiny", "medium", "wide", "sdxl"))
+    parser.add_argument("--size", default="medium", choices=SIZES)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--sides", default=",".join(SIDES), help="comma-separated sides to time (ours always); sdxl256: ours,floor"
+    )
+    parser.add_argument("--no-memory", action="store_true", help="step rows only (no memory subprocesses)")
     parser.add_argument("--steps", type=int, default=2, help="measured steps per memory run")
     parser.add_argument("--memory", choices=SIDES, help=argparse.SUPPRESS)  # the subprocess of measure_memory
     args = parser.parse_args(argv)
@@ -419,7 +446,11 @@ def main(argv: list[str] | None = None) -> None:
 
         print(json.dumps(memory_side(args.memory, size_spec(args.size), resolve_device(args.device), args.steps)))
         return
-    for row in run(args.size, args.device, repeats=args.repeats, memory_steps=args.steps):
+    sides = tuple(dict.fromkeys(["ours", *(s.strip() for s in args.sides.split(",") if s.strip())]))
+    rows = run(
+        args.size, args.device, repeats=args.repeats, memory_steps=args.steps, memory=not args.no_memory, sides=sides
+    )
+    for row in rows:
         print(
             f"{row.name:34s} ours {row.ours:9.4g} {row.unit:3s} ref {row.reference:9.4g}  ours/ref {row.ratio:6.3f}  "
             f"goal {row.goal} {'met' if row.met else 'MISSED'}"

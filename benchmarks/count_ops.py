@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.common import Row
-from benchmarks.sizes import SizeSpec, size_spec
+from benchmarks.sizes import SIZES, SizeSpec, size_spec
 
 SIDES = ("floor", "ours", "official")
 LAUNCH_GOAL = 1.6  # issue 15: non-view operators per eager step at full SDXL shapes, against the floor
@@ -203,7 +203,7 @@ def run(size: str = "sdxl") -> list[Row]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="sdxl", choices=("tiny", "medium", "wide", "sdxl"))
+    parser.add_argument("--size", default="sdxl", choices=SIZES)
     args = parser.parse_args(argv)
     for row in run(args.size):
         print(f"{row.name:70s} ours {row.ours:10.4g} ref {row.reference:10.4g} {row.unit:5s} ours/ref {row.ratio:.3f}")

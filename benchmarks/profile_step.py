@@ -12,12 +12,12 @@ default, which on a CPU is one small-op loop per tensor).
 from __future__ import annotations
 
 import argparse
-import copy
 from typing import Any
 
 from benchmarks.common import Clock, median
-from benchmarks.sizes import build_unet, build_vae, size_spec
+from benchmarks.sizes import SIZES, build_unet, build_vae, size_spec
 
+last_params: list[Any] = []  # the trainable tensors of the last phase_times run (for the summary)
 PHASES = ("data", "forward", "loss+ortho", "backward", "column hooks", "clip", "AdamW step", "zero_grad+clamp")
 
 
@@ -26,12 +26,12 @@ def phase_times(size: str, repeats: int, device: str = "cpu") -> dict[str, list[
     import torch
     import torch.nn.functional as F
 
-    from benchmarks.bench_train import FloorStep, OursRun, place
+    from benchmarks.bench_train import FloorStep, OursRun, _sharing_copy, place
 
     spec = size_spec(size)
     placed = place(spec, device)
     base = build_unet(spec)
-    ours = OursRun(copy.deepcopy(base), build_vae(spec), placed)
+    ours = OursRun(_sharing_copy(base), build_vae(spec), placed)  # one set of base weights
     ours.run(3)  # RESET, SELECT, one MASKED step: the state of 597 of 600 steps
     floor = FloorStep(base, placed)
     clock = Clock(placed.device)
@@ -44,6 +44,7 @@ def phase_times(size: str, repeats: int, device: str = "cpu") -> dict[str, list[
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {f"ours: {p}": [] for p in PHASES}
     times.update({"ours: total": [], "floor: forward": [], "floor: backward": [], "floor: total": []})
+    last_params[:] = params
     step = 3
     for round_index in range(repeats + 1):
         marks = [clock.now()]
@@ -129,9 +130,12 @@ def adamw_times(size: str, repeats: int, device: str = "cpu") -> dict[str, float
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="medium", choices=("tiny", "medium", "sdxl"))
+    parser.add_argument("--size", default="medium", choices=SIZES)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument(
+        "--no-adamw", action="store_true", help="skip the AdamW comparison (it builds a second UNet: not for sdxl256)"
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -142,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, values in times.items():
         print(f"{name:26s} {median(values) * 1e3:8.1f} ms  ({median(values) / floor_total:5.3f} of the floor)")
     print(f"ours/floor (median totals) {median(times['ours: total']) / floor_total:.3f}")
+    params = sum(p.numel() for p in last_params)
+    print(f"trainable: {len(last_params)} tensors, {params / 1e6:.1f} M parameters")
+    if args.no_adamw:
+        return
     opt = adamw_times(args.size, args.repeats, args.device)
     tensors = int(opt.pop("tensors"))
     print(f"AdamW step over {tensors} tensors: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in opt.items()))

@@ -60,3 +60,40 @@ def test_sdxl_size_is_refused_on_cpu_with_one_line() -> None:
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.strip().count("\n") == 0 and "--size sdxl needs a CUDA GPU" in done.stderr
+
+
+def test_step_rows_of_a_subset_of_sides() -> None:
+    """``sides``: only the references asked for are built and timed (the full SDXL UNet at 256 px
+    fits next to the floor but not next to the official-style side), one row each."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.bench_train import step_rows, time_steps
+    from benchmarks.sizes import size_spec
+
+    spec = size_spec("tiny")
+    times = time_steps(spec, "cpu", 1, sides=("ours", "floor"))
+    assert times.seconds["official"] == [] and len(times.seconds["floor"]) == 1
+    rows = step_rows(times, spec)
+    assert [row.name for row in rows] == ["train step vs floor (tiny: 64 px, rank 4)"]
+    assert rows[0].notes["peak_rss_mib"] > 0
+
+
+def test_sdxl256_is_the_real_sdxl_unet_config_at_256_px() -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.sizes import SDXL_UNET, size_spec
+
+    spec = size_spec("sdxl256")
+    assert spec.resolution == 256 and spec.rank == 64
+    assert {k: v for k, v in spec.unet.items() if k != "sample_size"} == {
+        k: v for k, v in SDXL_UNET.items() if k != "sample_size"
+    }
+    assert spec.unet["transformer_layers_per_block"] == (1, 2, 10)
+
+
+def test_the_benchmark_sdxl_unet_is_the_shipped_sdxl_config() -> None:
+    """Every value the benchmark's SDXL UNet sets is the one of the UNet config shipped for sdxl-random."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.sizes import SDXL_UNET
+
+    shipped = json.loads((ROOT / "unziplora" / "sdxl_config" / "unet" / "config.json").read_text())
+    for key, value in SDXL_UNET.items():
+        assert shipped[key] == (list(value) if isinstance(value, tuple) else value), key

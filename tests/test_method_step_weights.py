@@ -157,3 +157,59 @@ def test_no_preparation_without_gradients() -> None:
     layers = inject_unziplora(unet, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert prepare(layers.values()) == 0
+
+
+def test_a_kv_layer_called_with_other_prompts_takes_the_plain_path() -> None:
+    """K/V layers prepared for one pair of prompt embeddings get no down slice: any other
+    inputs must give the plain path's output (and drop the prepared weights)."""
+    unet = _tiny_unet()
+    layers = inject_unziplora(unet, 4, generator=torch.Generator().manual_seed(0))
+    kv_layers = [layer for layer in layers.values() if layer.separate_inputs]
+    layer = kv_layers[0]
+    for b in BRANCHES:
+        layer.lora_B[b].data.normal_()  # nonzero deltas, so a wrong path cannot agree by accident
+    shape = (1, 7, layer.in_features)
+    content, style = torch.randn(shape), torch.randn(shape)
+    assert prepare(kv_layers, content, style) == len(kv_layers)
+    assert layer._prepared is not None and layer._prepared[0] is None and layer._prepared[3] is not None
+    x, other_c, other_s = torch.randn(shape), torch.randn(shape), torch.randn(shape)
+    got = layer(x, other_c, other_s)
+    assert layer._prepared is None
+    layer.step_weights = False
+    assert torch.allclose(got, layer(x, other_c, other_s), atol=1e-6)
+    plain_kv = layer(x, content, style)
+    layer.step_weights = True
+    assert prepare(kv_layers, content, style) == len(kv_layers)
+    assert torch.allclose(layer(x, content, style), plain_kv, atol=1e-6)  # the prepared K/V part
+    assert layer._prepared is not None
+
+
+def test_preparing_in_small_pieces_trains_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU big groups are prepared in pieces (CPU_CHUNK_BYTES); pieces of one layer (trios
+    kept whole) give the same run as one piece per group."""
+    from unziplora.method import step_weights
+
+    base = _tiny_unet()
+    whole_state, whole_losses = _train(copy.deepcopy(base), step_weights=True, steps=6)
+    seen: list[int] = []
+    chunks = step_weights._chunks
+
+    def spy(key: tuple, members: list) -> list:
+        pieces = chunks(key, members)
+        seen.append(len(pieces))
+        for piece in pieces:
+            for i, layer in enumerate(piece):
+                if layer.qkv_peers is not None and layer.qkv_peers[0] is layer:
+                    assert tuple(piece[i : i + 3]) == layer.qkv_peers  # a trio stays in one piece
+        return pieces
+
+    monkeypatch.setattr(step_weights, "CPU_CHUNK_BYTES", 1)
+    monkeypatch.setattr(step_weights, "_chunks", spy)
+    piece_state, piece_losses = _train(base, step_weights=True, steps=6)
+    assert max(seen) > 1
+    for key, value in whole_state.items():
+        if value.dtype == torch.bool:
+            assert torch.equal(piece_state[key], value), key
+        else:
+            assert torch.allclose(piece_state[key], value, rtol=0, atol=1e-10), key
+    assert piece_losses == pytest.approx(whole_losses, rel=1e-10)

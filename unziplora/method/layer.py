@@ -115,8 +115,9 @@ class UnZipLoRALinear(nn.Module):
         # step_weights.prepare then stacks their down matrices as one [6r, in] `_prepared_qkv`.
         self.qkv_peers: tuple[UnZipLoRALinear, UnZipLoRALinear, UnZipLoRALinear] | None = None
         self._prepared_qkv: torch.Tensor | None = None
-        # (down [2r, in], gated up [out, 2r], weights_key() when built, prompt K/V part or None),
-        # set by step_weights.prepare; the K/V part is (content input, style input, LoRA output).
+        # (down [2r, in] or None, gated up [out, 2r], weights_key() when built, prompt K/V part or
+        # None), set by step_weights.prepare; the K/V part is (content input, style input, LoRA
+        # output); layers given a K/V part get no down slice (other inputs take the plain path).
         self._prepared: tuple[Any, ...] | None = None
         self.reset_parameters(init, generator=generator)
 
@@ -249,7 +250,7 @@ class UnZipLoRALinear(nn.Module):
         """
         prepared = self._prepared
         if prepared is not None and torch.is_grad_enabled():
-            usable = torch.is_autocast_enabled(x.device.type) or x.dtype == prepared[0].dtype
+            usable = torch.is_autocast_enabled(x.device.type) or x.dtype == prepared[1].dtype
             if usable and prepared[2] == self.weights_key():
                 kv = prepared[3]
                 if (
@@ -259,7 +260,8 @@ class UnZipLoRALinear(nn.Module):
                     and x.shape[:-1] == kv[2].shape[:-1]
                 ):
                     return self.base_layer(x) + kv[2]
-                return self._forward_prepared(x, content_input, style_input, prepared[0], prepared[1])
+                if prepared[0] is not None:  # None: only the K/V delta was prepared
+                    return self._forward_prepared(x, content_input, style_input, prepared[0], prepared[1])
             self._prepared = None
         y = self.base_layer(x)
         branches = [b for b in self.branches_in_mode() if b not in self._folded]
