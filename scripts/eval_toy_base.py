@@ -4,7 +4,7 @@
 
 Prompts: every "a <shape> in <style> style" of the pretraining styles, and the same with the rare
 word "monadikos" before the shape (a prompt never seen in pretraining); seeds 5000.. (noise never
-seen). Sampler: the pipeline's own (SDXL's Euler), guidance 5.
+seen). Sampler: the pipeline's own (SDXL's Euler), guidance 5 (``--guidance``).
 
 Also printed: the ceiling the VAE sets, i.e. the classifiers' accuracy on fresh world images
 (pretraining styles) after an encode/decode round trip through the base's VAE. The UNet cannot draw
@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None, help="a weights file instead of the shipped one")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=5.0, help="the pipeline's guidance_scale")
     parser.add_argument("--sheet", type=Path, default=None)
     args = parser.parse_args()
     import numpy as np
@@ -29,9 +30,9 @@ def main() -> None:
     from PIL import Image
 
     from unziplora.toy import world
-    from unziplora.toy.base import RESOLUTION, WEIGHTS_FILE, build_toy_sdxl_pipeline
+    from unziplora.toy.base import WEIGHTS_FILE, build_toy_sdxl_pipeline
     from unziplora.toy.classify import classify
-    from unziplora.toy.pretrain import _to_tensor
+    from unziplora.toy.pretrain import round_trip_accuracy
 
     torch.set_num_threads(1)
     pipe = build_toy_sdxl_pipeline(args.weights or WEIGHTS_FILE)
@@ -46,7 +47,9 @@ def main() -> None:
         images = []
         for seed in range(5000, 5000 + args.seeds):
             gen = torch.Generator().manual_seed(seed)
-            out = pipe(prompts, num_inference_steps=args.steps, guidance_scale=5.0, generator=gen, output_type="np")
+            out = pipe(
+                prompts, num_inference_steps=args.steps, guidance_scale=args.guidance, generator=gen, output_type="np"
+            )
             images.append((out.images * 255).round().astype(np.uint8))
         pixels = np.concatenate(images)
         pred = classify(pixels)
@@ -63,14 +66,8 @@ def main() -> None:
             Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.Resampling.NEAREST).save(
                 args.sheet
             )
-    pixels, scenes = world.dataset(216, 9999, styles=world.TRAIN_STYLES)  # a seed pretraining never used
-    with torch.no_grad():
-        vae = pipe.vae
-        rec = vae.decode(vae.encode(_to_tensor(world.downsample(pixels, RESOLUTION))).latent_dist.mean).sample
-    pred = classify(((rec.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
-    shape_acc = np.mean([p == s.shape for p, s in zip(pred["shape"], scenes)])
-    style_acc = np.mean([p == s.style for p, s in zip(pred["style"], scenes)])
-    rows.append(("VAE round trip of world images", len(scenes), shape_acc, style_acc))
+    shape_acc, style_acc = round_trip_accuracy(pipe.vae)
+    rows.append(("VAE round trip of world images", 216, shape_acc, style_acc))
     for template, n, shape_acc, style_acc in rows:
         print(f"{template!r}: {n} images, shape accuracy {shape_acc:.3f}, style accuracy {style_acc:.3f}")
 

@@ -25,18 +25,29 @@ from unziplora.clip_bpe import byte_chars
 from unziplora.tiny_sdxl import SDXL_SCHEDULER_CONFIG, UNET_CONFIG, VAE_CONFIG
 
 WEIGHTS_FILE = Path(__file__).with_name("toy_sdxl.safetensors")  # where a run that works will be shipped
-# The base draws 32 px images (a 4x4 latent): the world is drawn at 64 px and area-averaged, so
-# pretraining fits a shared 2-core CPU.
+# The base draws 32 px images: the world is drawn at 64 px and area-averaged, so pretraining fits a
+# shared 2-core CPU. The VAE has 3 blocks (factor 4, an 8x8x4 latent): the first design's 4 blocks
+# (factor 8, 4x4x4) lost shape and texture in the round trip (0.685 / 0.620 classified, see
+# scripts/logs/pretrain_toy.log), capping any UNet below the targets. One latent cell is one 4 px
+# texture cell of the world at 32 px.
 RESOLUTION = 32
+VAE_FACTOR = 4
 
 # The SDXL layout of tiny-sdxl (all 11 attention groups, SDXL module names), one transformer block
 # per attention so pretraining fits a 2-core CPU; trained, not random.
 TOY_UNET_CONFIG: dict[str, Any] = {
     **UNET_CONFIG,
     "transformer_layers_per_block": (1, 1, 1),
-    "sample_size": RESOLUTION // 8,
+    "sample_size": RESOLUTION // VAE_FACTOR,
 }
-TOY_VAE_CONFIG: dict[str, Any] = {**VAE_CONFIG, "sample_size": RESOLUTION}
+TOY_VAE_CONFIG: dict[str, Any] = {
+    **VAE_CONFIG,
+    "block_out_channels": (32, 32, 64),
+    "down_block_types": ("DownEncoderBlock2D",) * 3,
+    "up_block_types": ("UpDecoderBlock2D",) * 3,
+    "sample_size": RESOLUTION,
+}
+assert 2 ** (len(TOY_VAE_CONFIG["block_out_channels"]) - 1) == VAE_FACTOR
 TEXT_HIDDEN = 32
 TEXT_CONFIG: dict[str, Any] = {
     "hidden_size": TEXT_HIDDEN,
