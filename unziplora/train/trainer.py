@@ -101,7 +101,6 @@ class Trainer:
         self.base_fingerprint = fingerprint(self.spec)
         self.base_record = {"ref": self.spec.ref, "kind": self.spec.kind, "fingerprint": self.base_fingerprint}
         self.frozen = FrozenParts(self.pipe, self.placement.device)  # parked on disk while the loop runs
-        self.frozen = FrozenParts(self.pipe, self.placement.device)  # parked on disk while the loop runs
 
     # -- the pieces -------------------------------------------------------------------------
     def _encode(self, request: TrainRequest) -> tuple[Any, Any]:
