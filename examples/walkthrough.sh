@@ -10,8 +10,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/unziplora-walkthrough.XXXXXX")"
 export UNZIPLORA_HOME="$work/registry"        # a fresh registry, not yours
 export UNZIPLORA_BASE_MODEL=tiny-sdxl          # the offline toy base
-fast=(--resolution 64 --steps 12 --preview-steps 2)
-gen=(--steps 3 --width 64 --height 64)
+fast=(--resolution 64 --steps 6 --preview-steps 1)
+gen=(--steps 2 --width 64 --height 64)
 
 echo "== train: one image in, one entry out (subject and style read from the file name)"
 id=$(unzip train "$here/a_lighthouse_in_flat_poster_style.png" "${fast[@]}" -q)
