@@ -44,7 +44,7 @@ class PretrainConfig:
     vae_lr: float = 2e-3
     decoder_steps: int = 0  # 0: no decoder-only phase (the factor-4 VAE needs none)
     unet_images: int = 4000
-    unet_steps: int = 3000
+    unet_steps: int = 6000
     unet_batch: int = 32
     unet_lr: float = 1.5e-3
     warmup: int = 50
