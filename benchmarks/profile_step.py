@@ -17,12 +17,12 @@ from typing import Any
 from benchmarks.common import Clock, median
 from benchmarks.sizes import SIZES, build_unet, build_vae, size_spec
 
-last_params: list[Any] = []  # the trainable tensors of the last phase_times run (for the summary)
 PHASES = ("data", "forward", "loss+ortho", "backward", "column hooks", "clip", "AdamW step", "zero_grad+clamp")
 
 
-def phase_times(size: str, repeats: int, device: str = "cpu") -> dict[str, list[float]]:
-    """Seconds per phase of our step (``ours: ...``) and of the floor (``floor: ...``)."""
+def phase_times(size: str, repeats: int, device: str = "cpu") -> tuple[dict[str, list[float]], list[Any]]:
+    """Seconds per phase of our step (``ours: ...``) and of the floor (``floor: ...``), and our
+    step's trainable tensors."""
     import torch
     import torch.nn.functional as F
 
@@ -44,7 +44,6 @@ def phase_times(size: str, repeats: int, device: str = "cpu") -> dict[str, list[
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {f"ours: {p}": [] for p in PHASES}
     times.update({"ours: total": [], "floor: forward": [], "floor: backward": [], "floor: total": []})
-    last_params[:] = params
     step = 3
     for round_index in range(repeats + 1):
         marks = [clock.now()]
@@ -93,7 +92,7 @@ def phase_times(size: str, repeats: int, device: str = "cpu") -> dict[str, list[
         times["floor: forward"].append(f1 - f0)
         times["floor: backward"].append(f2 - f1)
         times["floor: total"].append(f2 - f0)
-    return times
+    return times, params
 
 
 def adamw_times(size: str, repeats: int, device: str = "cpu") -> dict[str, float]:
@@ -140,14 +139,14 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_flush_denormal(True)
-    times = phase_times(args.size, args.repeats, args.device)
+    times, trainable = phase_times(args.size, args.repeats, args.device)
     floor_total = median(times["floor: total"])
     print(f"size={args.size} device={args.device} threads={torch.get_num_threads()} timer={Clock(args.device).kind}")
     for name, values in times.items():
         print(f"{name:26s} {median(values) * 1e3:8.1f} ms  ({median(values) / floor_total:5.3f} of the floor)")
     print(f"ours/floor (median totals) {median(times['ours: total']) / floor_total:.3f}")
-    params = sum(p.numel() for p in last_params)
-    print(f"trainable: {len(last_params)} tensors, {params / 1e6:.1f} M parameters")
+    params = sum(p.numel() for p in trainable)
+    print(f"trainable: {len(trainable)} tensors, {params / 1e6:.1f} M parameters")
     if args.no_adamw:
         return
     opt = adamw_times(args.size, args.repeats, args.device)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.common import Row, environment
+from benchmarks.sizes import SIZES
 
 BENCHMARKS = ("cli", "lora", "train", "generate", "counted")
 WIDE_TRAIN_REPEATS = 3  # a full-width step takes tens of CPU seconds per side
@@ -216,9 +217,7 @@ def _refuse_sdxl_on_cpu(device: str) -> str | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--size", choices=("tiny", "medium", "wide", "sdxl256", "sdxl"), default="medium", help="UNet widths [medium]"
-    )
+    parser.add_argument("--size", choices=SIZES, default="medium", help="UNet widths [medium]")
     parser.add_argument("--quick", action="store_true", help="fewest repeats and steps: checks that it runs")
     parser.add_argument("--json", action="store_true", help="print a JSON list of records instead of the table")
     parser.add_argument("--save", metavar="PATH", help="also write the JSON records to PATH")
